@@ -1,0 +1,1 @@
+"""Data sets in the original tutorials' formats (imdb.pkl pairs, piano-rolls)."""

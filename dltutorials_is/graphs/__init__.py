@@ -1,0 +1,1 @@
+"""Symbolic Aesara graphs: a model is (params, inputs, per-sample losses, monitors); nothing is compiled here."""

@@ -136,11 +136,11 @@ def _inside(root: Path, member: str) -> bool:
     return target == root or root in target.parents
 
 
-def extract(archive_path: Path, dest: Path, members_prefix: str = "") -> Path:
+def extract(archive_path: Path, dest: Path, members_prefix: str | tuple[str, ...] = "") -> Path:
     """Extract a .tar.gz or .zip into `dest`, refusing members that would land outside it.
 
-    Only members whose name starts with `members_prefix` are extracted (e.g. skip the unlabeled
-    IMDB reviews). A marker file makes a second call a no-op.
+    Only members whose name starts with `members_prefix` (a string or a tuple of them) are
+    extracted (e.g. skip the unlabeled IMDB reviews). A marker file makes a second call a no-op.
     """
     dest = Path(dest).resolve()
     marker = dest / f".extracted-{Path(archive_path).name}"

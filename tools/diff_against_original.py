@@ -1,0 +1,344 @@
+"""Run the original LSTM tutorial and this port on the same data and settings; compare what they print.
+
+The original is *your own copy* of lisa-lab/DeepLearningTutorials' `code/lstm.py` and
+`code/imdb.py` (this repository does not include them): `--original DIR`, or `$DLTUTORIALS_ORIGINAL`,
+or `--from-git GIT_DIR` to take them from a clone's HEAD. It runs unmodified under Aesara through the
+`theano` shim in `tools/original_shim/`, with a single intervention: its `get_minibatches_idx`
+returns a list instead of Python 3's one-shot `zip` (the same fix the port makes; without it every
+validation after the first measures nothing). Both runs use the same `imdb.pkl`, seed 123, float64,
+the uniform sampler and the same BLAS.
+
+Every progress line (`Epoch E Update U Cost C`, `Train a Valid b Test c`, `Seen N samples`, the
+example counts, saving, early stopping, the epoch count) must match: integers exactly, other
+numbers within `--rtol`. Prints each run's time, the largest relative difference and a verdict;
+exits 0 when the outputs agree, 1 when they do not, 2 when a run failed. The two runs go side by
+side (two processes), so the times printed include any competition for the CPU.
+
+    python tools/diff_against_original.py --from-git ../DeepLearningTutorials/.git
+    python tools/diff_against_original.py --original ~/DeepLearningTutorials/code --set dim_proj=16
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIM = REPO_ROOT / "tools" / "original_shim"
+ORIGINAL_FILES = ("lstm.py", "imdb.py")
+GIT_PATHS = {"lstm.py": "code/lstm.py", "imdb.py": "code/imdb.py"}
+# Short, but long enough to cross validations, a save and an epoch boundary.
+DEFAULT_SETTINGS = {"max_epochs": 2, "dispFreq": 5, "validFreq": 50, "saveFreq": 100, "test_size": 500}
+
+# Runs inside the original's process: same BLAS as the port, the list fix, then train_lstm(**settings).
+ORIGINAL_DRIVER = """
+import json, sys
+from dltutorials_is import backend
+backend.configure()
+import lstm
+one_shot = lstm.get_minibatches_idx
+lstm.get_minibatches_idx = lambda *args, **kwargs: list(one_shot(*args, **kwargs))
+settings = json.loads(sys.argv[1])
+if "optimizer" in settings:  # the original takes the function itself
+    settings["optimizer"] = getattr(lstm, settings["optimizer"])
+lstm.train_lstm(**settings)
+"""
+
+NUMBER = r"(\S+)"
+LINE_PATTERNS = {
+    "update": re.compile(rf"^Epoch\s+(\d+)\s+Update\s+(\d+)\s+Cost\s+{NUMBER}$"),
+    "errors": re.compile(rf"^Train\s+{NUMBER}\s+Valid\s+{NUMBER}\s+Test\s+{NUMBER}$"),
+    "seen": re.compile(r"^Seen (\d+) samples$"),
+    "examples": re.compile(r"^(\d+) (train|valid|test) examples$"),
+    "saving": re.compile(r"^Saving\.\.\.$"),
+    "done": re.compile(r"^Done$"),
+    "early stop": re.compile(r"^Early Stop!$"),
+    "bad cost": re.compile(rf"^bad cost detected:\s+{NUMBER}$"),
+    "epochs": re.compile(r"^The code run for (\d+) epochs"),
+}
+
+
+class OriginalNotFound(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Getting the original
+# ---------------------------------------------------------------------------------------------
+
+def copy_original(source: Path, dest: Path) -> None:
+    """Copy `lstm.py` and `imdb.py` from a folder (the tutorial's `code/` or any folder holding both)."""
+    missing = [name for name in ORIGINAL_FILES if not (source / name).is_file()]
+    if missing:
+        raise OriginalNotFound(f"{source} has no {' or '.join(missing)} (give the tutorial's code/ folder)")
+    for name in ORIGINAL_FILES:
+        shutil.copyfile(source / name, dest / name)
+
+
+def extract_original(git_dir: Path, dest: Path, revision: str = "HEAD") -> None:
+    """Write `code/lstm.py` and `code/imdb.py` of `revision` in the repository `git_dir` into `dest`."""
+    for name, path in GIT_PATHS.items():
+        shown = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{revision}:{path}"], capture_output=True)
+        if shown.returncode != 0:
+            raise OriginalNotFound(f"cannot read {path} from {git_dir}: {shown.stderr.decode().strip()}")
+        (dest / name).write_bytes(shown.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running both
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    name: str
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def _python_path(*entries: Path) -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(e) for e in entries] + ([existing] if existing else []))
+
+
+def _run(name: str, command: list[str], cwd: Path, env: dict, timeout: float) -> Run:
+    print(f"running {name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        return Run(name, -1, stdout, f"timed out after {timeout:.0f} s", time.perf_counter() - start)
+    return Run(name, done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+
+
+def six_is_missing() -> bool:
+    return subprocess.run([sys.executable, "-c", "import six"], capture_output=True).returncode != 0
+
+
+def run_original(original_dir: Path, imdb_pkl: Path, settings: dict, work: Path, timeout: float) -> Run:
+    work.mkdir()
+    copy_original(original_dir, work)
+    (work / "imdb.pkl").symlink_to(imdb_pkl.resolve())  # the original reads ./imdb.pkl first
+    shim_path = [SHIM] + ([SHIM / "fallback"] if six_is_missing() else [])
+    env = dict(os.environ, PYTHONPATH=_python_path(*shim_path, work, REPO_ROOT))
+    return _run("original", [sys.executable, "-c", ORIGINAL_DRIVER, json.dumps(settings)], work, env, timeout)
+
+
+def as_flags(settings: dict) -> list[str]:
+    """`lstm/train.py` flags for train_lstm keyword arguments (the script accepts the original names)."""
+    flags = []
+    for name, value in settings.items():
+        if value is None:
+            continue  # None is every such setting's default
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", str(value)]
+    return flags
+
+
+def run_port(imdb_pkl: Path, settings: dict, work: Path, timeout: float) -> Run:
+    work.mkdir()
+    command = [sys.executable, str(REPO_ROOT / "lstm" / "train.py"), *as_flags(settings),
+               "--data-dir", str(imdb_pkl.parent), "--seed", "123", "--floatX", "float64",
+               "--protocol", "tutorial", "--sampler", "uniform"]
+    env = dict(os.environ, PYTHONPATH=_python_path(REPO_ROOT))
+    return _run("port", command, work, env, timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Line:
+    number: int  # 1-based line number in the run's stdout
+    kind: str
+    values: tuple[str, ...]
+    text: str
+
+
+def progress_lines(stdout: str) -> list[Line]:
+    """The lines both programs print in the same format, parsed; others (options, timings) are skipped."""
+    found = []
+    for number, text in enumerate(stdout.splitlines(), 1):
+        for kind, pattern in LINE_PATTERNS.items():
+            match = pattern.match(text.strip())
+            if match:
+                found.append(Line(number, kind, match.groups(), text.strip()))
+                break
+    return found
+
+
+def relative_difference(a: float, b: float) -> float:
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return 0.0
+    scale = max(abs(a), abs(b))
+    return abs(a - b) / scale if 0 < scale < math.inf else math.inf
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _is_integer(text: str) -> bool:
+    return re.fullmatch(r"-?\d+", text) is not None
+
+
+def compare(original: list[Line], port: list[Line], rtol: float) -> tuple[list[str], float]:
+    """Mismatch descriptions and the largest relative difference of the non-integer numbers."""
+    problems, largest = [], 0.0
+    if len(original) != len(port):
+        problems.append(f"the original printed {len(original)} progress lines, the port {len(port)}")
+    for a, b in zip(original, port):
+        where = f"original line {a.number} {a.text!r} vs port line {b.number} {b.text!r}"
+        if a.kind != b.kind:
+            problems.append(where)
+            continue
+        for u, v in zip(a.values, b.values):
+            x, y = _number(u), _number(v)
+            if x is None or y is None or (_is_integer(u) and _is_integer(v)):
+                if u != v:
+                    problems.append(where)
+                continue
+            difference = relative_difference(x, y)
+            largest = max(largest, difference)
+            if difference > rtol:
+                problems.append(f"{where} (relative difference {difference:.3g})")
+    return problems, largest
+
+
+def summarise(lines: list[Line]) -> str:
+    counts = {}
+    for line in lines:
+        counts[line.kind] = counts.get(line.kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def parse_setting(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value  # a bare string such as optimizer=sgd
+    return name.strip(), parsed
+
+
+def train_lstm_parameters() -> set[str]:
+    sys.path.insert(0, str(REPO_ROOT))
+    from dltutorials_is.training import train_lstm
+
+    return set(inspect.signature(train_lstm).parameters)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--original", type=Path, help="folder with the original lstm.py and imdb.py "
+                        "(default: $DLTUTORIALS_ORIGINAL)")
+    source.add_argument("--from-git", type=Path, metavar="GIT_DIR",
+                        help="take code/lstm.py and code/imdb.py from HEAD of this DeepLearningTutorials clone")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="folder holding imdb.pkl "
+                        "(default: %(default)s)")
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="NAME=VALUE",
+                        help="a train_lstm keyword for both runs, e.g. --set dim_proj=16 (repeatable); "
+                             f"defaults: {DEFAULT_SETTINGS}, the rest as in the original")
+    parser.add_argument("--rtol", type=float, default=1e-6, help="largest relative difference allowed "
+                        "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: %(default)s)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep both runs' folders and outputs here")
+    return parser
+
+
+def locate_original(args, parser) -> tuple[Path | None, Path | None]:
+    """`(folder, git_dir)`: where the original comes from."""
+    if args.from_git:
+        return None, args.from_git
+    folder = args.original or (Path(os.environ["DLTUTORIALS_ORIGINAL"]) if os.environ.get("DLTUTORIALS_ORIGINAL") else None)
+    if folder is None:
+        parser.error("give the original with --original DIR, $DLTUTORIALS_ORIGINAL or --from-git GIT_DIR")
+    return folder, None
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    folder, git_dir = locate_original(args, parser)
+    settings = dict(DEFAULT_SETTINGS)
+    known = train_lstm_parameters() - {"protocol", "data_dir", "seed", "sampler", "p"}
+    for name, value in args.set:
+        if name not in known:
+            parser.error(f"--set {name}: not a train_lstm hyperparameter shared with the original "
+                         f"({', '.join(sorted(known))})")
+        settings[name] = value
+    imdb_pkl = args.data_dir / "imdb.pkl"
+    if not imdb_pkl.is_file():
+        sys.exit(f"error: {imdb_pkl} not found; build it with `python data/prepare_imdb.py`")
+
+    work = Path(tempfile.mkdtemp(prefix="diff-lstm-")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        source = work / "original-source"
+        source.mkdir(exist_ok=True)
+        try:
+            extract_original(git_dir, source) if git_dir else copy_original(folder, source)
+        except OriginalNotFound as error:
+            sys.exit(f"error: {error}")
+        print(f"settings: {settings}", flush=True)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # independent runs: side by side
+            original = pool.submit(run_original, source, imdb_pkl, settings, work / "original", args.timeout)
+            port = pool.submit(run_port, imdb_pkl, settings, work / "port", args.timeout)
+            original, port = original.result(), port.result()
+        for run in (original, port):
+            (work / f"{run.name}.stdout").write_text(run.stdout)
+            (work / f"{run.name}.stderr").write_text(run.stderr)
+            print(f"{run.name}: exit code {run.returncode}, {run.seconds:.1f} s", flush=True)
+        failed = [run for run in (original, port) if run.returncode != 0]
+        for run in failed:
+            print(f"--- {run.name} failed; the end of its stderr:\n{run.stderr[-3000:]}", flush=True)
+        if failed:
+            print("VERDICT: ERROR (a run failed)")
+            return 2
+        original_lines, port_lines = progress_lines(original.stdout), progress_lines(port.stdout)
+        problems, largest = compare(original_lines, port_lines, args.rtol)
+        print(f"compared {len(original_lines)} progress lines ({summarise(original_lines)})")
+        print(f"largest relative difference: {largest:.3g} (allowed {args.rtol:g})")
+        for problem in problems[:20]:
+            print(f"  MISMATCH {problem}")
+        if not original_lines:
+            print("VERDICT: ERROR (no progress lines to compare)")
+            return 2
+        print("VERDICT: SAME" if not problems else f"VERDICT: DIFFERENT ({len(problems)} mismatches)")
+        return 0 if not problems else 1
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"outputs kept in {work}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

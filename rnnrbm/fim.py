@@ -1,0 +1,73 @@
+"""Fast Importance Mining for the RNN-RBM: P over the training chunks, saved for `rnnrbm/train.py --is`.
+
+    python rnnrbm/fim.py --pilot 20              # 20 random chunks: T_i, P summary, time estimate; saves nothing
+    python rnnrbm/fim.py                          # all chunks -> fim_rnnrbm_seed48879_b100_...pkl (resumable)
+    python rnnrbm/train.py --is --importance FILE
+
+The model options must match the training run's (same seed: same W(0); same batch size: same chunks).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dltutorials_is import fim
+from dltutorials_is.datasets.download import DataError, default_data_dir
+from dltutorials_is.datasets.nottingham import load_nottingham
+from dltutorials_is.fim_rnnrbm import BASES, DEFAULTS, RnnRbmFimSpec, default_importance_path
+from dltutorials_is.rnnrbm_training import RnnRbmConfig, initial_values
+
+MODEL = RnnRbmConfig()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_argument_group("the training run's options (they fix the chunks and W(0))")
+    model.add_argument("--n-hidden", type=int, default=MODEL.n_hidden, help="(%(default)s)")
+    model.add_argument("--n-hidden-recurrent", type=int, default=MODEL.n_hidden_recurrent, help="(%(default)s)")
+    model.add_argument("--r", type=int, nargs=2, default=MODEL.r, metavar=("LOW", "HIGH"), help="(%(default)s)")
+    model.add_argument("--dt", type=float, default=MODEL.dt, help="(%(default)s)")
+    model.add_argument("--batch-size", type=int, default=MODEL.batch_size, help="frames per chunk (%(default)s)")
+    model.add_argument("--k", type=int, default=MODEL.k, help="Gibbs steps of CD-k (%(default)s)")
+    model.add_argument("--seed", type=int, default=MODEL.seed, help="(%(default)s)")
+    model.add_argument("--floatX", choices=("float64", "float32"), default=MODEL.floatX, help="(%(default)s)")
+    model.add_argument("--data-dir", type=Path, default=default_data_dir(), help="(%(default)s)")
+    model.add_argument("--max-songs", type=int, default=None, help="only the first N training songs (smoke tests)")
+    mining = p.add_argument_group("FIM")
+    mining.add_argument("--eps", type=float, default=DEFAULTS["eps"], help="stop a private run at per-frame cross-entropy < eps, nats (%(default)s)")
+    mining.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="private SGD step size (%(default)s)")
+    mining.add_argument("--max-iters", type=int, default=DEFAULTS["max_iters"], help="(%(default)s)")
+    mining.add_argument("--norm", choices=fim.NORM_KINDS, default=DEFAULTS["norm"], help="(%(default)s)")
+    mining.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES),
+                        help="matrices to score; the first is the artefact's default (%(default)s)")
+    mining.add_argument("--jobs", type=int, default=-1, help="parallel workers, -1 = all cores (%(default)s)")
+    mining.add_argument("--backend", default=None, help="joblib backend: loky (default), threading, dask")
+    mining.add_argument("--shard-size", type=int, default=32, help="chunks per resumable shard (%(default)s)")
+    mining.add_argument("--pilot", type=int, default=None, help="mine only N random chunks and print the summary")
+    mining.add_argument("--out", type=Path, default=None, help="artefact path (default: named after the options)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    config = RnnRbmConfig(n_hidden=args.n_hidden, n_hidden_recurrent=args.n_hidden_recurrent, r=tuple(args.r),
+                          dt=args.dt, batch_size=args.batch_size, k=args.k, seed=args.seed, floatX=args.floatX)
+    try:
+        songs = load_nottingham(args.data_dir, "train", config.r, config.dt, dtype=config.floatX)
+        songs = songs[: args.max_songs] if args.max_songs else songs
+        spec = RnnRbmFimSpec(songs, initial_values(config), config, eps=args.eps, lr=args.lr,
+                             max_iters=args.max_iters, norm=args.norm, bases=args.bases)
+        out = args.out or default_importance_path(config)
+        fim.mine(spec, None if args.pilot else out, n_jobs=args.jobs, backend=args.backend,
+                 shard_size=args.shard_size, pilot=args.pilot)
+    except (DataError, fim.FIMError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not args.pilot:
+        print(f"Train with it: python rnnrbm/train.py --is --importance {out} (and the same model options)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Train the RNN-RBM on Nottingham like the deeplearning.net tutorial, optionally with importance sampling.
+
+    python rnnrbm/train.py                       # the tutorial: 200 epochs, batch 100, lr 0.001
+    python rnnrbm/train.py --is                  # IS-SGD with P from Fast Importance Mining
+    python rnnrbm/train.py --reload              # continue the run saved at --saveto
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dltutorials_is.datasets.download import DataError, default_data_dir
+from dltutorials_is.datasets.nottingham import load_nottingham
+from dltutorials_is.fim import SCORE_KINDS, FIMError
+from dltutorials_is.fim_rnnrbm import BASES
+from dltutorials_is.rnnrbm_training import (
+    CheckpointError,
+    RnnRbmConfig,
+    RnnRbmModel,
+    TrainingDiverged,
+    TrainingState,
+    initial_values,
+    load_model,
+    make_chunk_sampler,
+    make_chunks,
+    train,
+)
+from dltutorials_is.samplers import format_p_summary
+
+DEFAULTS = RnnRbmConfig()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_argument_group("model and training (defaults: the tutorial's)")
+    model.add_argument("--n-hidden", type=int, default=DEFAULTS.n_hidden, help="RBM hidden units (%(default)s)")
+    model.add_argument("--n-hidden-recurrent", type=int, default=DEFAULTS.n_hidden_recurrent, help="RNN hidden units (%(default)s)")
+    model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD step size (%(default)s)")
+    model.add_argument("--r", type=int, nargs=2, default=DEFAULTS.r, metavar=("LOW", "HIGH"), help="MIDI pitch range [LOW, HIGH) (%(default)s)")
+    model.add_argument("--dt", type=float, default=DEFAULTS.dt, help="seconds per piano-roll frame (%(default)s)")
+    model.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="frames per training chunk (%(default)s)")
+    model.add_argument("--num-epochs", type=int, default=DEFAULTS.num_epochs, help="(%(default)s)")
+    model.add_argument("--k", type=int, default=DEFAULTS.k, help="Gibbs steps of CD-k in training (%(default)s)")
+    model.add_argument("--seed", type=int, default=DEFAULTS.seed, help="numpy seed; the MRG seed, W(0) and shuffles follow from it (%(default)s = 0xbeef)")
+    model.add_argument("--floatX", choices=("float64", "float32"), default=DEFAULTS.floatX, help="(%(default)s)")
+    data = p.add_argument_group("data")
+    data.add_argument("--data-dir", type=Path, default=default_data_dir(), help="holds Nottingham/ (%(default)s)")
+    data.add_argument("--on-bad", choices=("error", "skip"), default="error", help="unreadable MIDI files: stop, or skip with a warning")
+    data.add_argument("--max-songs", type=int, default=None, help="use only the first N songs of each split (smoke tests)")
+    data.add_argument("--eval-splits", default="valid,test", help="splits evaluated after each epoch besides train (comma list, '' for none)")
+    sampling = p.add_argument_group("sampling")
+    sampling.add_argument("--sampler", choices=("uniform", "replacement", "importance"), default=None,
+                          help="uniform: the tutorial's song order (default); replacement: N chunks i.i.d. uniform per epoch; "
+                               "importance: the same as --is")
+    sampling.add_argument("--is", dest="use_is", action="store_true",
+                          help="importance sampling: N chunks i.i.d. from FIM's P per epoch, step weights 1/(N p_i)")
+    sampling.add_argument("--importance", type=Path, default=None,
+                          help="with --is: the FIM artefact holding P (mined and saved there first if absent; "
+                               "default: named after the options, see rnnrbm/fim.py)")
+    sampling.add_argument("--score", choices=SCORE_KINDS, default=None, help="with --is: which FIM score makes P (default: norm)")
+    sampling.add_argument("--base", choices=BASES, default="W", help="with --is: which matrix's score makes P (default: W, the paper's)")
+    out = p.add_argument_group("checkpoints and logs")
+    out.add_argument("--saveto", type=Path, default=Path("rnnrbm_model.npz"), help="checkpoint written after every epoch (%(default)s)")
+    out.add_argument("--reload", action="store_true", help="continue the run saved at --saveto (its options win)")
+    out.add_argument("--log", type=Path, default=None, help="JSON-lines metrics (default: <saveto>.jsonl)")
+    args = p.parse_args(argv)
+    if args.use_is and args.sampler not in (None, "importance"):
+        p.error(f"--is samples by importance; it cannot be combined with --sampler {args.sampler}")
+    args.sampler = "importance" if args.use_is else (args.sampler or "uniform")
+    if args.sampler != "importance" and (args.importance is not None or args.score is not None):
+        p.error("--importance and --score only apply with --is")
+    args.log = args.log or args.saveto.with_suffix(".jsonl")
+    return args
+
+
+def config_from_args(args) -> RnnRbmConfig:
+    return RnnRbmConfig(
+        n_hidden=args.n_hidden, n_hidden_recurrent=args.n_hidden_recurrent, lr=args.lr, r=tuple(args.r), dt=args.dt,
+        batch_size=args.batch_size, num_epochs=args.num_epochs, k=args.k, seed=args.seed, floatX=args.floatX,
+        sampler=args.sampler,
+    )
+
+
+def load_songs(args, config: RnnRbmConfig, split: str) -> list[np.ndarray]:
+    songs = load_nottingham(args.data_dir, split, config.r, config.dt, on_bad=args.on_bad)
+    return songs[: args.max_songs] if args.max_songs else songs
+
+
+def importance_p(args, config: RnnRbmConfig, train_songs) -> np.ndarray:
+    """FIM's P over the training chunks for this run's W(0) (mined first if the artefact is absent)."""
+    from dltutorials_is.fim_rnnrbm import load_or_mine_rnnrbm_importance
+
+    return load_or_mine_rnnrbm_importance(args.importance, train_songs, initial_values(config), config,
+                                          score=args.score, base=args.base)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import aesara  # here, after dltutorials_is has configured Aesara's BLAS
+
+    try:
+        if args.reload:
+            model, state = load_model(args.saveto)
+            config = model.config
+            config.num_epochs = args.num_epochs
+            print(f"Reloaded {args.saveto}: {state.epochs_done} epoch(s) done, options {config.to_json()}")
+        else:
+            config, state = config_from_args(args), TrainingState()
+            if args.log.exists():
+                print(f"Starting a new run: overwriting {args.log} (and {args.saveto} after epoch 1)")
+                args.log.unlink()
+        aesara.config.floatX = config.floatX
+        train_songs = load_songs(args, config, "train")
+        eval_splits = {s: load_songs(args, config, s) for s in filter(None, args.eval_splits.split(","))}
+        rng = np.random.RandomState(config.seed)
+        if not args.reload:
+            model = RnnRbmModel(config, rng)
+        chunks = make_chunks(train_songs, config.batch_size)
+        print(f"Nottingham train: {len(train_songs)} songs, {sum(len(s) for s in train_songs)} frames, "
+              f"{len(chunks)} chunks of <= {config.batch_size} frames; sampler {config.sampler}")
+        p = importance_p(args, config, train_songs) if config.sampler == "importance" else None
+        if p is not None:
+            print(format_p_summary(p))
+        sampler = make_chunk_sampler(config.sampler, chunks, p)
+        train(model, train_songs, rng, sampler, eval_splits, state, checkpoint=args.saveto, log_path=args.log)
+    except (DataError, CheckpointError, TrainingDiverged, FIMError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Saved {args.saveto}; metrics in {args.log}. Generate with: python rnnrbm/generate.py --checkpoint {args.saveto}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""How fast is FIM for the LSTM, and what does it cost next to training?
+
+Prints, on the real IMDB data (default: the paper protocol, 25,000 training reviews):
+
+1. private-training throughput (reviews/s, one process) of the fast trainer and of the tutorial's
+   own compiled SGD step at batch size 1 ("plain"), on the same random reviews, same ε and λ,
+   interleaved review by review so both see the same machine load; and the largest relative
+   difference between their scores;
+2. the fast trainer's throughput over --fim-samples random reviews with --n-jobs workers, the
+   T_i distribution and P summaries there, and the wall time of FIM over all N reviews
+   extrapolated from it;
+3. the time of one uniform training epoch (the tutorial's adadelta step, batch 16, dropout on),
+   extrapolated from --epoch-updates updates, and the ratio FIM / epoch.
+
+    python benchmarks/bench_fim.py --protocol paper --compare 8 --fim-samples 1000
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import aesara
+import aesara.tensor as at
+from joblib import effective_n_jobs
+
+from dltutorials_is import fim
+from dltutorials_is.fim_lstm import LstmFimSpec, initial_state
+
+
+def compare_trainers(train, params, options, reviews, eps, lr):
+    runs = {}
+    seconds = {"fast": 0.0, "plain": 0.0}
+    steps = {"fast": 0, "plain": 0}
+    trainers = {name: LstmFimSpec(train, params, options, eps=eps, lr=lr, trainer=name).build()
+                for name in ("fast", "plain")}
+    for i in reviews:
+        for name, run in trainers.items():
+            start = time.perf_counter()
+            runs[name, i] = run(int(i))
+            seconds[name] += time.perf_counter() - start
+            steps[name] += runs[name, i].iterations
+    tokens = sum(len(train[0][i]) for i in reviews)
+    print(f"1. private training of {len(reviews)} random reviews ({tokens / len(reviews):.0f} tokens on average), "
+          f"ε = {eps}, λ = {lr}, {aesara.config.floatX}, one process:")
+    for name in ("plain", "fast"):
+        print(f"   {name:>5}: {len(reviews) / seconds[name]:.3f} reviews/s, "
+              f"{seconds[name] / steps[name] * 1e3:.2f} ms per private SGD step")
+    print(f"   speed-up of fast over plain: {seconds['plain'] / seconds['fast']:.2f}x")
+    worst = max(abs(runs["fast", i].scores[k] - v) / abs(v)
+                for i in reviews for k, v in runs["plain", i].scores.items() if v)
+    same_t = all(runs["fast", i].iterations == runs["plain", i].iterations for i in reviews)
+    print(f"   same T_i: {same_t}; largest relative score difference fast vs plain: {worst:.2e}")
+
+
+def mine_sample(train, params, options, k, n_jobs, eps, lr):
+    spec = LstmFimSpec(train, params, options, eps=eps, lr=lr)
+    print(f"2. fast FIM on {k} random reviews, n_jobs={n_jobs}:")
+    start = time.perf_counter()
+    result = fim.mine(spec, None, n_jobs=n_jobs, pilot=k,
+                      log=lambda s: print("   " + s.replace("\n", "\n   ")))
+    wall = time.perf_counter() - start
+    wc = result.scores["Wc"]["norm"]
+    print(f"   ‖W^c_i‖ from {wc.min():.6f} to {wc.max():.6f}; T_i values: "
+          f"{dict(zip(*np.unique(result.iterations, return_counts=True)))}")
+    rate = k / wall
+    fim_seconds = spec.n_samples / rate
+    print(f"   throughput {rate:.3f} reviews/s (wall, compilation included); "
+          f"FIM over all {spec.n_samples} reviews ≈ {fim_seconds / 60:.1f} min (extrapolated)")
+    return fim_seconds
+
+
+def time_uniform_epoch(train, params, options, updates, batch_size=16):
+    from dltutorials_is.datasets.imdb import prepare_data
+    from dltutorials_is.graphs.lstm import build_model, random_stream, to_shared
+    from dltutorials_is.optimisers import get_optimiser
+    from dltutorials_is.samplers import UniformSampler
+
+    tparams = to_shared(params)
+    model = build_model(tparams, {**options, "use_dropout": True}, random_stream(options["seed"]))
+    grads = at.grad(model.cost, wrt=list(tparams.values()))
+    f_grad_shared, f_update = get_optimiser("adadelta")(at.scalar(name="lr"), tparams, grads, model.inputs, model.cost)
+    batches = UniformSampler(len(train[0]), batch_size).epoch(np.random.RandomState(0))
+    model.use_noise.set_value(np.asarray(1.0, dtype=aesara.config.floatX))
+    start = time.perf_counter()
+    for index, weights in batches[:updates]:
+        x, mask, y = prepare_data([train[0][t] for t in index], [train[1][t] for t in index])
+        f_grad_shared(x, mask, y, weights.astype(aesara.config.floatX))
+        f_update(1e-4)
+    per_update = (time.perf_counter() - start) / min(updates, len(batches))
+    epoch = per_update * len(batches)
+    print(f"3. one uniform epoch (adadelta, batch {batch_size}, {len(batches)} updates, one process): "
+          f"{per_update * 1e3:.1f} ms per update over {min(updates, len(batches))} updates "
+          f"→ ≈ {epoch / 60:.1f} min per epoch (extrapolated)")
+    return epoch
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", default="paper")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--floatX", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--eps", type=float, default=0.01)
+    parser.add_argument("--step-size", type=float, default=1.0)
+    parser.add_argument("--compare", type=int, default=8, help="reviews for the fast-vs-plain comparison")
+    parser.add_argument("--fim-samples", type=int, default=1000, help="reviews mined to extrapolate FIM")
+    parser.add_argument("--n-jobs", type=int, default=-1)
+    parser.add_argument("--epoch-updates", type=int, default=200)
+    args = parser.parse_args(argv)
+    aesara.config.floatX = args.floatX
+
+    options = {"protocol": args.protocol, "n_words": 10000, "maxlen": 100, "test_size": 500, "dim_proj": 128,
+               "use_dropout": True, "seed": args.seed}
+    train, params = initial_state(options, args.seed, args.data_dir)
+    reviews = np.random.RandomState(1).choice(len(train[0]), args.compare, replace=False)
+    if args.compare:
+        compare_trainers(train, params, options, reviews, args.eps, args.step_size)
+    fim_seconds = mine_sample(train, params, options, args.fim_samples, args.n_jobs, args.eps, args.step_size) \
+        if args.fim_samples else None
+    if args.epoch_updates:
+        epoch = time_uniform_epoch(train, params, options, args.epoch_updates)
+        if fim_seconds:
+            print(f"FIM wall time / one uniform epoch ≈ {fim_seconds / epoch:.1f} "
+                  f"(FIM on {effective_n_jobs(args.n_jobs)} workers, the epoch on one process)")
+
+
+if __name__ == "__main__":
+    main()

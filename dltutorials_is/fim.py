@@ -1,0 +1,467 @@
+"""Fast Importance Mining (FIM, the paper's Algorithm 2), independent of any model.
+
+For every training sample i a *private* copy of the model starts from the common initial
+parameters W(0), is trained by SGD on sample i alone until its loss drops below ε (or a step
+limit), and scores of its base matrices are kept; p_i = score_i / Σ_j score_j (paper eq. 23).
+Score kinds: `norm` ‖W_i‖ (the paper's, eq. 23), `displacement` ‖W_i − W(0)‖, `path` Σ_t ‖g_i(t)‖
+(the bound of eq. 25) and `grad0` ‖∇f_i(W(0))‖; Frobenius norms unless "spectral" is asked for.
+
+The model enters through a plug-in, a picklable *trainer spec* with
+
+    n_samples          number of training samples N
+    train_fingerprint  hash of the training set (see `fingerprint`)
+    init_fingerprint   hash of W(0)
+    config()           JSON-able dict of everything that changes the results; must hold
+                       "eps", "norm", "bases" (first = default base) and "protocol"
+    build()            compiles the model and returns `run(i) -> PrivateRun`; called once per
+                       worker process/thread, never per sample
+
+Each sample's private run must depend only on its index (seed its noise from i), so results do not
+depend on scheduling, n_jobs or restarts. `mine` runs the samples with joblib (any backend,
+including "dask"), writes finished shards atomically next to the output, resumes from them after a
+crash, and assembles one artefact that `load_importance` reads back and verifies.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs, parallel_config
+from tqdm import tqdm
+
+from dltutorials_is.samplers import format_p_summary
+
+SCORE_KINDS = ("norm", "displacement", "path", "grad0")
+NORM_KINDS = ("fro", "spectral")
+ARTEFACT_FORMAT = "dltutorials-is/fim-importance"
+ARTEFACT_VERSION = 1
+
+
+class FIMError(RuntimeError):
+    """A FIM run or artefact cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PrivateRun:
+    """Outcome of training one private model on one sample."""
+
+    iterations: int  # T_i, SGD steps taken
+    loss: float  # the sample's loss when training stopped
+    converged: bool  # loss < ε was reached within the step limit
+    scores: dict = field(default_factory=dict)  # {(base, kind): float}
+
+
+def matrix_norm(a: np.ndarray, kind: str = "fro") -> float:
+    """Frobenius (default) or spectral norm; vectors get their Euclidean norm either way."""
+    a = np.asarray(a, dtype="float64")
+    if kind == "fro" or a.ndim < 2:
+        return float(np.sqrt(np.sum(a * a)))
+    if kind == "spectral":
+        return float(np.linalg.norm(a, 2))
+    raise ValueError(f"unknown norm {kind!r}: choose {' or '.join(NORM_KINDS)}")
+
+
+class ScoreTracker:
+    """Accumulates the four score kinds of one base matrix along a private SGD run.
+
+    A private run follows Algorithm 2 literally: each step computes the loss and gradient at the
+    current parameters and applies the update; the run stops after the first step whose loss is
+    < ε (or after max_iters steps). Call `step(grad)` with each applied gradient, then `finish(w)`
+    with the final matrix; `w0` is the base matrix of W(0).
+    """
+
+    def __init__(self, w0: np.ndarray, norm: str):
+        self.w0, self.norm = np.asarray(w0), norm
+        self.path = 0.0
+        self.grad0 = None
+
+    def step(self, grad: np.ndarray) -> None:
+        g = matrix_norm(grad, self.norm)
+        if self.grad0 is None:
+            self.grad0 = g
+        self.path += g
+
+    def finish(self, w: np.ndarray, base: str) -> dict:
+        return {
+            (base, "norm"): matrix_norm(w, self.norm),
+            (base, "displacement"): matrix_norm(np.asarray(w) - self.w0, self.norm),
+            (base, "path"): self.path,
+            (base, "grad0"): self.grad0,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints and atomic files
+
+
+def fingerprint(*parts) -> str:
+    """SHA-256 over arrays, sequences of integer sequences, scalars and strings, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, (str, bytes, int, float)) or part is None:
+            h.update(repr(part).encode())
+            continue
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+        else:  # a list of sequences (e.g. reviews as word-index lists)
+            seqs = [np.asarray(s, dtype="int64").ravel() for s in part]
+            lengths = np.array([len(s) for s in seqs], dtype="int64")
+            h.update(b"seqs" + lengths.tobytes())
+            arr = np.concatenate(seqs) if seqs else np.zeros(0, "int64")
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_pickle(obj, path: Path) -> None:
+    """Write a pickle so that `path` is either the old file or the complete new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=4)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _run_key(spec) -> str:
+    config = json.dumps(spec.config(), sort_keys=True, default=str)
+    return fingerprint(config, spec.n_samples, spec.train_fingerprint, spec.init_fingerprint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
+
+_worker = threading.local()  # the one compiled trainer of this worker process/thread
+
+
+def _run_chunk(spec, run_key: str, indices: Sequence[int]):
+    """Run private trainings for `indices`, compiling the model only on a worker's first chunk."""
+    if getattr(_worker, "run_key", None) != run_key:
+        _worker.run = spec.build()
+        _worker.run_key = run_key
+    start = time.perf_counter()
+    runs = [_worker.run(int(i)) for i in indices]
+    return list(indices), runs, time.perf_counter() - start
+
+
+def _parallel(n_jobs: int, backend: str | None) -> Parallel:
+    """A joblib pool yielding chunks as they finish; parallel_config resolves "dask" and friends."""
+    with parallel_config(backend=backend) if backend else contextlib.nullcontext():
+        return Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mining
+
+
+@dataclass
+class FIMResult:
+    """Per-sample outcome of FIM over `indices` (all N samples, or a pilot subset)."""
+
+    indices: np.ndarray
+    iterations: np.ndarray
+    final_loss: np.ndarray
+    converged: np.ndarray
+    scores: dict  # {base: {kind: array}}
+    compute_seconds: float
+
+    def p(self, base: str, kind: str = "norm") -> np.ndarray:
+        s = self.scores[base][kind]
+        return s / s.sum()
+
+
+def _collect(indices: np.ndarray, runs: dict[int, PrivateRun], compute_seconds: float) -> FIMResult:
+    ordered = [runs[int(i)] for i in indices]
+    keys = sorted(ordered[0].scores, key=lambda k: (k[0], SCORE_KINDS.index(k[1])))
+    scores: dict = {}
+    for base, kind in keys:
+        scores.setdefault(base, {})[kind] = np.array([r.scores[(base, kind)] for r in ordered], "float64")
+    return FIMResult(
+        indices=np.asarray(indices, dtype="int64"),
+        iterations=np.array([r.iterations for r in ordered], dtype="int64"),
+        final_loss=np.array([r.loss for r in ordered], dtype="float64"),
+        converged=np.array([r.converged for r in ordered], dtype=bool),
+        scores=scores,
+        compute_seconds=compute_seconds,
+    )
+
+
+def _shard_dir(out_path: Path) -> Path:
+    return out_path.with_name(out_path.name + ".parts")
+
+
+def _load_finished_shards(parts: Path, run_key: str, n_shards: int, log) -> tuple[dict, float]:
+    """Results of shards a previous (possibly killed) run finished; refuses another run's shards."""
+    runs: dict[int, PrivateRun] = {}
+    seconds = 0.0
+    manifest = parts / "run_key"
+    if not manifest.exists():
+        return runs, seconds
+    if manifest.read_text().strip() != run_key:
+        raise FIMError(
+            f"{parts} holds shards of a FIM run with a different configuration, training set or W(0); "
+            "delete that directory or write to another output path"
+        )
+    for shard_file in sorted(parts.glob("shard-*.pkl")):
+        try:
+            with open(shard_file, "rb") as f:
+                shard = pickle.load(f)
+            assert shard["run_key"] == run_key and 0 <= shard["shard"] < n_shards
+        except Exception as err:  # damaged from outside: redo it rather than trust it
+            log(f"warning: ignoring unreadable shard {shard_file} ({err!r}); it will be recomputed")
+            continue
+        runs.update(zip(shard["indices"], shard["runs"]))
+        seconds += shard["seconds"]
+    return runs, seconds
+
+
+def mine(
+    spec,
+    out_path: str | os.PathLike | None,
+    n_jobs: int = -1,
+    backend: str | None = None,
+    shard_size: int = 64,
+    pilot: int | None = None,
+    pilot_seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FIMResult:
+    """Run FIM over all samples (or `pilot` random ones) and, for a full run, save the artefact.
+
+    A full run writes each finished shard of `shard_size` consecutive samples to
+    `<out_path>.parts/` before moving on; rerunning the same command after a crash or kill skips
+    those shards and produces the same artefact; rerunning it after it finished returns the saved
+    result. `backend` is any joblib backend ("loky", "threading", "dask" with a
+    dask.distributed Client already created, …). A pilot saves nothing.
+    """
+    if spec.n_samples <= 0:
+        raise FIMError("the training set is empty")
+    if pilot is not None:
+        return _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, log)
+    if out_path is None:
+        raise FIMError("a full FIM run needs an output path")
+    return _mine_all(spec, Path(out_path), n_jobs, backend, shard_size, progress, log)
+
+
+def _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, log) -> FIMResult:
+    n, run_key = spec.n_samples, _run_key(spec)
+    if not 0 < pilot <= n:
+        raise FIMError(f"pilot size must be in 1..{n}, got {pilot}")
+    wall_start = time.perf_counter()
+    indices = np.sort(np.random.RandomState(pilot_seed).choice(n, pilot, replace=False))
+    size = max(1, min(shard_size, pilot // (4 * effective_n_jobs(n_jobs))))  # keep every worker busy
+    runs, seconds = {}, 0.0
+    with tqdm(total=pilot, unit="sample", desc="FIM pilot", disable=not progress, smoothing=0.1) as bar:
+        for idx, chunk_runs, secs in _parallel(n_jobs, backend)(
+            delayed(_run_chunk)(spec, run_key, indices[k : k + size]) for k in range(0, pilot, size)
+        ):
+            runs.update(zip(idx, chunk_runs))
+            seconds += secs
+            bar.update(len(idx))
+    result = _collect(indices, runs, seconds)
+    wall = time.perf_counter() - wall_start
+    log(report(result, spec.config(), title=f"FIM pilot on {pilot} random samples"))
+    workers = effective_n_jobs(n_jobs)
+    per_sample = seconds / pilot
+    log(f"pilot: {per_sample:.3g} s of private training per sample ({wall:.1f} s wall, compilation included); "
+        f"all {n} samples ≈ {per_sample * n / workers / 60:.1f} min with {workers} workers")
+    return result
+
+
+def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) -> FIMResult:
+    n, run_key = spec.n_samples, _run_key(spec)
+    wall_start = time.perf_counter()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    parts = _shard_dir(out_path)
+    if out_path.exists():
+        return _finished_run(out_path, run_key, parts, log)
+    n_shards = -(-n // shard_size)
+    shard_indices = [np.arange(k * shard_size, min(n, (k + 1) * shard_size)) for k in range(n_shards)]
+    runs, seconds = _load_finished_shards(parts, run_key, n_shards, log)
+    todo = [k for k in range(n_shards) if any(int(i) not in runs for i in shard_indices[k])]
+    parts.mkdir(exist_ok=True)
+    atomic_write_text(run_key, parts / "run_key")
+    if len(todo) < n_shards:
+        log(f"resuming FIM: {n_shards - len(todo)} of {n_shards} shards already done in {parts}")
+
+    with tqdm(total=n, initial=len(runs), unit="sample", desc="FIM", disable=not progress, smoothing=0.1) as bar:
+        for idx, chunk_runs, secs in _parallel(n_jobs, backend)(
+            delayed(_run_chunk)(spec, run_key, shard_indices[k]) for k in todo
+        ):
+            shard = idx[0] // shard_size
+            atomic_pickle(
+                {"run_key": run_key, "shard": shard, "indices": idx, "runs": chunk_runs, "seconds": secs},
+                parts / f"shard-{shard:06d}.pkl",
+            )
+            runs.update(zip(idx, chunk_runs))
+            seconds += secs
+            bar.update(len(idx))
+
+    result = _collect(np.arange(n), runs, seconds)
+    atomic_pickle(_canonical(_artefact(spec, result, time.perf_counter() - wall_start)), out_path)
+    _remove_shards(parts)
+    log(report(result, spec.config(), title=f"FIM over all {n} samples, saved to {out_path}"))
+    return result
+
+
+def _remove_shards(parts: Path) -> None:
+    for leftover in (*parts.glob("shard-*.pkl"), parts / "run_key"):
+        leftover.unlink(missing_ok=True)
+    if parts.exists():
+        parts.rmdir()
+
+
+def _finished_run(out_path: Path, run_key: str, parts: Path, log) -> FIMResult:
+    """The result saved by an earlier run of the same configuration (never overwritten)."""
+    art = read_artefact(out_path)
+    if art.get("run_key") != run_key:
+        raise FIMError(f"{out_path} already holds importance mined with another configuration, training set "
+                       "or W(0); delete it or write to another output path")
+    _remove_shards(parts)  # left by a run killed while cleaning up
+    result = FIMResult(np.arange(art["n"]), art["iterations"], art["final_loss"], art["converged"],
+                       art["scores"], art["timing"]["compute_seconds"])
+    log(report(result, art["config"], title=f"FIM already done: {out_path}"))
+    return result
+
+
+def _artefact(spec, result: FIMResult, wall_seconds: float) -> dict:
+    config = spec.config()
+    for key in ("eps", "norm", "bases", "protocol"):
+        if key not in config:
+            raise FIMError(f"the trainer spec's config() lacks {key!r}")
+    return {
+        "format": ARTEFACT_FORMAT,
+        "version": ARTEFACT_VERSION,
+        "n": spec.n_samples,
+        "default_base": config["bases"][0],
+        "scores": result.scores,
+        "p": {b: {k: s / s.sum() for k, s in kinds.items()} for b, kinds in result.scores.items()},
+        "iterations": result.iterations,
+        "final_loss": result.final_loss,
+        "converged": result.converged,
+        "eps": config["eps"],
+        "norm": config["norm"],
+        "protocol": config["protocol"],
+        "train_fingerprint": spec.train_fingerprint,
+        "init_fingerprint": spec.init_fingerprint,
+        "config": config,
+        "run_key": _run_key(spec),
+        # The only entries that differ between an interrupted-and-resumed run and a straight one.
+        "timing": {"wall_seconds_last_session": wall_seconds, "compute_seconds": result.compute_seconds},
+    }
+
+
+def _canonical(obj):
+    """Rebuild containers with interned strings: pickle's bytes depend on which equal strings are
+    the same object, which differs between worker processes, threads and resumed runs."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
+def report(result: FIMResult, config: dict, title: str) -> str:
+    """The FIM summary: T_i distribution, convergence, and the P summary of every score."""
+    t = result.iterations
+    lines = [
+        title,
+        f"private runs: T_i min {t.min()}, median {np.median(t):g}, mean {t.mean():.2f}, max {t.max()}; "
+        f"{result.converged.sum()}/{len(t)} reached loss < ε = {config.get('eps')}",
+    ]
+    default = config.get("bases", [next(iter(result.scores))])[0]
+    for base in [default] + [b for b in result.scores if b != default]:
+        for kind, s in result.scores[base].items():
+            if not np.all(np.isfinite(s)) or np.any(s <= 0):
+                lines.append(f"  {base:>6} {kind:<12} unusable: {np.sum(~(np.isfinite(s) & (s > 0)))} scores are NaN/inf/≤0")
+                continue
+            marker = "*" if (base, kind) == (default, "norm") else " "
+            lines.append(f"{marker} {base:>6} {kind:<12} {format_p_summary(s / s.sum())}")
+    lines.append("(* = the paper's P: norm of the default base matrix)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_artefact(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FIMError(f"no importance file at {path}; create it with the FIM script (e.g. lstm/fim.py)")
+    try:
+        with open(path, "rb") as f:
+            art = pickle.load(f)
+    except Exception as err:
+        raise FIMError(f"{path} is not a readable FIM artefact (truncated or corrupt: {err!r}); "
+                       "delete it and run FIM again") from err
+    if not isinstance(art, dict) or art.get("format") != ARTEFACT_FORMAT:
+        raise FIMError(f"{path} is a pickle but not a FIM importance artefact")
+    if art.get("version") != ARTEFACT_VERSION:
+        raise FIMError(f"{path} has FIM artefact version {art.get('version')}, this code reads {ARTEFACT_VERSION}")
+    return art
+
+
+def load_importance(
+    path: str | os.PathLike,
+    train_fingerprint: str,
+    n: int,
+    score: str = "norm",
+    base: str | None = None,
+    init_fingerprint: str | None = None,
+) -> np.ndarray:
+    """The sampling distribution p saved by `mine`, after checking it belongs to this training set."""
+    art = read_artefact(path)
+    if art["n"] != n:
+        raise FIMError(f"{path} holds P for {art['n']} samples but the training set has {n}; "
+                       "it was mined on another protocol/maxlen: run FIM again for this training set")
+    if art["train_fingerprint"] != train_fingerprint:
+        raise FIMError(f"{path} was mined on a different training set (fingerprint "
+                       f"{art['train_fingerprint'][:12]}… ≠ {train_fingerprint[:12]}…): run FIM again for this one")
+    if init_fingerprint is not None and art["init_fingerprint"] != init_fingerprint:
+        raise FIMError(f"{path} was mined from a different W(0) (another seed, model size or floatX): "
+                       "run FIM again with the training run's settings")
+    base = base or art["default_base"]
+    if base not in art["scores"]:
+        raise FIMError(f"{path} has no scores for base {base!r}; it has {sorted(art['scores'])}")
+    if score not in art["scores"][base]:
+        raise FIMError(f"{path} has no {score!r} scores; it has {sorted(art['scores'][base])}")
+    s = art["scores"][base][score]
+    bad = ~(np.isfinite(s) & (s > 0))
+    if bad.any():
+        raise FIMError(f"{path}: {bad.sum()} samples have a {score} score of {base} that is NaN, inf or 0 "
+                       f"(e.g. sample {int(np.flatnonzero(bad)[0])}), so P cannot give them a probability; "
+                       "use another score kind, or re-mine with a smaller step size")
+    return s / s.sum()

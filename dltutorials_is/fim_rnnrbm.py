@@ -1,0 +1,178 @@
+"""Fast Importance Mining for the RNN-RBM (the paper's Section 5.2).
+
+Plug-in for `dltutorials_is.fim`. A sample is a training chunk (up to batch_size consecutive frames
+of one song, footnote 5). For chunk i a private RNN-RBM starts from the main run's W(0) and takes
+plain SGD steps of the tutorial's CD-k update on chunk i alone until a step's loss, the per-frame
+cross-entropy -monitor, is below ε, or `max_iters` steps were taken. Scores (`fim.SCORE_KINDS`) are
+kept for every selected base matrix; the paper's is the RBM weight matrix W (Section 5.2.3), the
+default. The others (bv, bh, Wuh, Wuv, Wvu, Wuu, bu) can be scored in the same run.
+
+The Gibbs chains of chunk i draw from an MRG stream reseeded from (seed, i), so a chunk's result
+depends on neither the worker nor the order in which chunks are mined.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from dltutorials_is import fim
+from dltutorials_is.graphs import rnnrbm as graph
+
+BASES = graph.PARAM_NAMES  # "W" first: the paper's base matrix
+DEFAULTS = {  # FIM's own hyperparameters (the private SGD is not the main run's)
+    "eps": 8.0,  # private training stops after the first step with per-frame cross-entropy < eps (nats)
+    "lr": 0.1,  # private SGD step size
+    "max_iters": 200,
+    "norm": "fro",
+}
+
+
+def init_fingerprint(params: dict) -> str:
+    """Hash of W(0) at float32 precision, so float32 and float64 runs of one seed agree."""
+    return fim.fingerprint(*graph.PARAM_NAMES, *[np.asarray(params[n], dtype="float32") for n in graph.PARAM_NAMES])
+
+
+def default_importance_path(config) -> Path:
+    return Path(f"fim_rnnrbm_seed{config.seed}_b{config.batch_size}_h{config.n_hidden}"
+                f"_u{config.n_hidden_recurrent}_dt{config.dt:g}_r{config.r[0]}-{config.r[1]}.pkl")
+
+
+def _reseed(srng, seed: int, n_used: int) -> None:
+    """Reseed the first `n_used` sub-streams of every random state of `srng` (like `srng.seed(seed)`
+    for samples of at most `n_used` numbers, which read no other sub-stream) - much faster."""
+    srng.set_rstate(seed)
+    for state_var, new_state, _, _ in srng.state_updates:
+        state = state_var.get_value()
+        n = min(n_used, len(state))
+        state[:n] = srng.get_substream_rstates(n, new_state.owner.outputs[1].dtype)
+        state_var.set_value(state, borrow=True)
+
+
+class RnnRbmFimSpec:
+    """Picklable description of FIM for one chunked training set and W(0) (see `dltutorials_is.fim`)."""
+
+    def __init__(self, train_songs, initial_params: dict, config, eps=DEFAULTS["eps"], lr=DEFAULTS["lr"],
+                 max_iters=DEFAULTS["max_iters"], norm=DEFAULTS["norm"], bases=BASES):
+        from dltutorials_is.rnnrbm_training import make_chunks, training_fingerprint
+
+        if norm not in fim.NORM_KINDS:
+            raise ValueError(f"unknown norm {norm!r}; choose {' or '.join(fim.NORM_KINDS)}")
+        unknown = set(bases) - set(BASES)
+        if unknown or not bases:
+            raise ValueError(f"unknown base matrices {sorted(unknown)}; choose among {', '.join(BASES)}")
+        if not (eps > 0 and lr > 0 and max_iters >= 1):
+            raise ValueError("FIM needs eps > 0, lr > 0 and max_iters >= 1")
+        if not len(train_songs):
+            raise ValueError("the training set is empty")
+        self.batch_size = config.batch_size
+        self.chunks = np.array(make_chunks(train_songs, config.batch_size), dtype="int64")
+        lengths = np.array([len(s) for s in train_songs], dtype="int64")
+        self.song_offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.frames = np.concatenate(train_songs).astype("uint8")  # 0/1: compact for the workers
+        self.params = {n: np.asarray(initial_params[n], dtype=config.floatX) for n in graph.PARAM_NAMES}
+        self.model_config = config
+        self.eps, self.lr, self.max_iters, self.norm = float(eps), float(lr), int(max_iters), norm
+        self.bases = tuple(bases)
+        self.n_samples = len(self.chunks)
+        self.train_fingerprint = training_fingerprint(train_songs, config.batch_size)
+        self.init_fingerprint = init_fingerprint(initial_params)
+
+    def config(self) -> dict:
+        c = self.model_config
+        return {"model": "rnnrbm", "eps": self.eps, "lr": self.lr, "max_iters": self.max_iters, "norm": self.norm,
+                "bases": list(self.bases), "protocol": "nottingham", "k": c.k, "seed": c.seed, "floatX": c.floatX,
+                "batch_size": c.batch_size, "n_hidden": c.n_hidden, "n_hidden_recurrent": c.n_hidden_recurrent,
+                "r": list(c.r), "dt": c.dt}
+
+    def chunk(self, i: int) -> np.ndarray:
+        song, start = self.chunks[i]
+        first = self.song_offsets[song] + start
+        last = min(first + self.batch_size, self.song_offsets[song + 1])
+        return self.frames[first:last].astype(self.model_config.floatX)
+
+    def gibbs_seed(self, i: int) -> int:
+        """The MRG seed of chunk i's Gibbs chains: a function of (seed, i) only."""
+        return int(np.random.RandomState([self.model_config.seed, 2, i]).randint(1, 2**30))
+
+    def build(self):
+        """The private trainer's `run`, compiled once per process for a given spec (a pilot and the
+        full run, or a second `mine` of the same spec, reuse it)."""
+        import aesara
+
+        key = fim.fingerprint(json.dumps(self.config(), sort_keys=True), self.train_fingerprint, self.init_fingerprint)
+        if getattr(_compiled, "key", None) != key:
+            aesara.config.floatX = self.model_config.floatX  # this worker builds graphs of the run's float type
+            _compiled.trainer, _compiled.key = PrivateTrainer(self), key
+        return _compiled.trainer.run
+
+
+_compiled = threading.local()  # one private trainer per thread: its shared variables are not thread-safe
+
+
+class PrivateTrainer:
+    """One compiled private RNN-RBM, reset to W(0) for every chunk: the tutorial's graph and CD-k
+    SGD step, returning the loss and the gradients of the base matrices with each update."""
+
+    def __init__(self, spec: RnnRbmFimSpec):
+        import aesara
+
+        self.spec = spec
+        self.params = graph.shared_params({n: v.copy() for n, v in spec.params.items()})
+        self.srng = graph.random_stream(1)
+        g = graph.build_training(self.params, self.srng, spec.model_config.k)
+        order = list(graph.PARAM_NAMES)
+        grads = dict(zip(order, aesara.grad(g.cost, [self.params[n] for n in order], consider_constant=[g.v_sample])))
+        lr = np.asarray(spec.lr, dtype=spec.model_config.floatX)
+        updates = dict(g.updates)
+        updates.update({self.params[n]: self.params[n] - lr * grads[n] for n in order})
+        self.step = aesara.function([g.v], [g.monitor] + [grads[b] for b in spec.bases], updates=updates,
+                                    name="fim_rnnrbm_private_sgd_step")
+        n_visible, n_hidden = spec.params["W"].shape
+        self.n_random = spec.batch_size * max(n_visible, n_hidden)  # the largest binomial sample of a chunk
+
+    def run(self, i: int) -> fim.PrivateRun:
+        spec = self.spec
+        for name, value in spec.params.items():
+            self.params[name].set_value(value.copy())
+        _reseed(self.srng, spec.gibbs_seed(i), self.n_random)
+        chunk = spec.chunk(i)
+        trackers = {b: fim.ScoreTracker(spec.params[b], spec.norm) for b in spec.bases}
+        loss, steps = np.inf, 0
+        while steps < spec.max_iters:
+            monitor, *grads = self.step(chunk)
+            loss = -float(monitor)
+            steps += 1
+            for b, gradient in zip(spec.bases, grads):
+                trackers[b].step(gradient)
+            if not np.isfinite(loss) or loss < spec.eps:
+                break
+        scores = {}
+        for b in spec.bases:
+            scores.update(trackers[b].finish(self.params[b].get_value(), b))
+        if not np.isfinite(loss):
+            scores = {key: float("nan") for key in scores}
+        return fim.PrivateRun(iterations=steps, loss=loss, converged=bool(loss < spec.eps), scores=scores)
+
+
+def load_or_mine_rnnrbm_importance(path, train_songs, initial_params: dict, config, score: str | None = None,
+                                   base: str = "W", n_jobs: int = -1, backend: str | None = None,
+                                   log=print, **fim_options) -> np.ndarray:
+    """P over the training chunks for W(0) `initial_params`: loaded from `path` after checking it
+    belongs to them, or mined first (then saved there; an interrupted mining resumes).
+    `fim_options` are `RnnRbmFimSpec`'s (eps, lr, max_iters, norm)."""
+    from dltutorials_is.rnnrbm_training import make_chunks, training_fingerprint
+
+    path = Path(path) if path else default_importance_path(config)
+    n = len(make_chunks(train_songs, config.batch_size))
+    if not path.exists() or Path(f"{path}.parts").exists():
+        log(f"Mining importance (FIM) for {n} chunks into {path}")
+        spec = RnnRbmFimSpec(train_songs, initial_params, config, bases=(base, *[b for b in BASES if b != base]),
+                             **fim_options)
+        fim.mine(spec, path, n_jobs=n_jobs, backend=backend, log=log)
+    else:
+        log(f"Loading importance from {path}")
+    return fim.load_importance(path, training_fingerprint(train_songs, config.batch_size), n,
+                               score=score or "norm", base=base, init_fingerprint=init_fingerprint(initial_params))

@@ -1,0 +1,108 @@
+"""Fast Importance Mining (Wang et al., Algorithm 2) for the LSTM sentiment classifier.
+
+Trains a private copy of the classifier on each training review alone, from the same W(0) as
+`lstm/train.py` with the same seed and model flags, and saves the importance file that
+`lstm/train.py --is` loads (same default file name, so `--is` finds it). Killed or interrupted,
+the same command resumes where it stopped. `--pilot K` mines K random reviews only and prints
+the P summary and a time estimate, without saving anything.
+
+    python lstm/fim.py --protocol paper --pilot 200     # look before committing
+    python lstm/fim.py --protocol paper                 # all reviews, both cores
+    python lstm/train.py --protocol paper --is          # train with P
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import aesara
+
+from dltutorials_is import fim
+from dltutorials_is.datasets.download import DataError
+from dltutorials_is.datasets.imdb import PROTOCOLS
+from dltutorials_is.fim_lstm import BASES, DEFAULTS, TRAINERS, LstmFimSpec, default_importance_path, initial_state
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = parser.add_argument_group("the training run whose P this is (same defaults as lstm/train.py)")
+    run.add_argument("--protocol", choices=PROTOCOLS, default="tutorial", help="(default: %(default)s)")
+    run.add_argument("--data-dir", type=Path, default=None, help="folder holding imdb.pkl")
+    run.add_argument("--seed", type=int, default=123, help="(default: %(default)s)")
+    run.add_argument("--dim-proj", type=int, default=128, help="(default: %(default)s)")
+    run.add_argument("--n-words", type=int, default=10000, help="(default: %(default)s)")
+    run.add_argument("--maxlen", type=int, default=100, help="(default: %(default)s)")
+    run.add_argument("--test-size", type=int, default=500,
+                     help="changes W(0), since the test subsample is drawn first (default: %(default)s)")
+    run.add_argument("--decay-c", type=float, default=0.0, help="(default: %(default)s)")
+    run.add_argument("--use-dropout", action=argparse.BooleanOptionalAction, default=True,
+                     help="the model has dropout; private training then runs in training mode (default: on)")
+    run.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="(default: %(default)s)")
+
+    mining = parser.add_argument_group("FIM")
+    mining.add_argument("--eps", type=float, default=DEFAULTS["eps"],
+                        help="private training stops after the first step with loss < eps (default: %(default)s)")
+    mining.add_argument("--step-size", type=float, default=DEFAULTS["lr"],
+                        help="private SGD step size λ (default: %(default)s)")
+    mining.add_argument("--max-iters", type=int, default=DEFAULTS["max_iters"], help="(default: %(default)s)")
+    mining.add_argument("--base", choices=BASES, default="Wc",
+                        help="base matrix of the paper's P (all are scored; U is the classifier's) (default: %(default)s)")
+    mining.add_argument("--norm", choices=fim.NORM_KINDS, default=DEFAULTS["norm"], help="(default: %(default)s)")
+    mining.add_argument("--trainer", choices=TRAINERS, default="fast",
+                        help="fast, or plain: the tutorial's graph at batch 1 (same numbers, slower)")
+    mining.add_argument("--out", type=Path, default=None,
+                        help="importance file (default: the name lstm/train.py --is looks for)")
+    mining.add_argument("--pilot", type=int, default=None, metavar="K", help="mine K random reviews only")
+
+    parallel = parser.add_argument_group("parallelism")
+    parallel.add_argument("--n-jobs", type=int, default=-1, help="joblib workers (default: all cores)")
+    parallel.add_argument("--backend", default=None, help="joblib backend: loky (default), threading, dask, …")
+    parallel.add_argument("--dask-scheduler", default=None,
+                          help="with --backend dask: scheduler address (default: a local cluster)")
+    parallel.add_argument("--shard-size", type=int, default=64,
+                          help="reviews per saved shard, the most a crash can lose per worker (default: %(default)s)")
+    return parser
+
+
+@contextlib.contextmanager
+def dask_client(args):
+    if args.backend != "dask":
+        yield
+        return
+    from distributed import Client, LocalCluster
+
+    if args.dask_scheduler:
+        with Client(args.dask_scheduler):
+            yield
+    else:
+        workers = args.n_jobs if args.n_jobs > 0 else None
+        with LocalCluster(n_workers=workers, threads_per_worker=1) as cluster, Client(cluster):
+            yield
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    aesara.config.floatX = args.floatX
+    options = {"protocol": args.protocol, "n_words": args.n_words, "maxlen": args.maxlen,
+               "test_size": args.test_size, "dim_proj": args.dim_proj, "use_dropout": args.use_dropout,
+               "decay_c": args.decay_c, "seed": args.seed}
+    try:
+        train, params = initial_state(options, args.seed, args.data_dir)
+        bases = (args.base, *[b for b in BASES if b != args.base])
+        spec = LstmFimSpec(train, params, options, eps=args.eps, lr=args.step_size, max_iters=args.max_iters,
+                           norm=args.norm, trainer=args.trainer, bases=bases)
+        out = args.out or default_importance_path(options)
+        print(f"FIM over {spec.n_samples} training reviews ({args.protocol} protocol), ε = {args.eps}, "
+              f"λ = {args.step_size}, base {args.base}, {args.norm} norm, {args.trainer} trainer")
+        with dask_client(args):
+            fim.mine(spec, out, n_jobs=args.n_jobs, backend=args.backend, shard_size=args.shard_size,
+                     pilot=args.pilot)
+    except (DataError, fim.FIMError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from joblib import Parallel, delayed, effective_n_jobs, parallel_config
 from tqdm import tqdm
 
 from dltutorials_is.samplers import format_p_summary
+from dltutorials_is.atomic import atomic_pickle, atomic_write_text
 
 SCORE_KINDS = ("norm", "displacement", "path", "grad0")
 NORM_KINDS = ("fro", "spectral")
@@ -122,35 +122,6 @@ def fingerprint(*parts) -> str:
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_pickle(obj, path: Path) -> None:
-    """Write a pickle so that `path` is either the old file or the complete new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=4)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _run_key(spec) -> str:
@@ -310,7 +281,7 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
     runs, seconds = _load_finished_shards(parts, run_key, n_shards, log)
     todo = [k for k in range(n_shards) if any(int(i) not in runs for i in shard_indices[k])]
     parts.mkdir(exist_ok=True)
-    atomic_write_text(run_key, parts / "run_key")
+    atomic_write_text(parts / "run_key", run_key)
     if len(todo) < n_shards:
         log(f"resuming FIM: {n_shards - len(todo)} of {n_shards} shards already done in {parts}")
 

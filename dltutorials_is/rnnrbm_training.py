@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
@@ -31,6 +29,7 @@ from tqdm import tqdm
 from dltutorials_is.fim import fingerprint
 from dltutorials_is.graphs import rnnrbm as graph
 from dltutorials_is.samplers import make_sampler
+from dltutorials_is.atomic import write_atomically
 
 CHECKPOINT_FORMAT = "dltutorials-is/rnnrbm-checkpoint"
 
@@ -257,22 +256,6 @@ class TrainingState:
     sampler_state: np.ndarray | None = None
 
 
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 is not what a saved model should have
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path: Path, model: RnnRbmModel, state: TrainingState) -> None:
     """Parameters (by the tutorial's names), options and resumption state in one .npz, written atomically."""
     arrays = {f"param/{name}": value for name, value in model.get_params().items()}
@@ -290,7 +273,7 @@ def save_checkpoint(path: Path, model: RnnRbmModel, state: TrainingState) -> Non
     )
     if state.sampler_state is not None:
         arrays["sampler_state"] = state.sampler_state
-    _atomic_savez(Path(path), arrays)
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def read_checkpoint(path: Path) -> tuple[RnnRbmConfig, dict[str, np.ndarray], dict[str, np.ndarray], TrainingState]:

@@ -11,10 +11,8 @@ listed under "LSTM" in DEVIATIONS.md.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +34,7 @@ from dltutorials_is.graphs.lstm import (
 )
 from dltutorials_is.optimisers import get_optimiser
 from dltutorials_is.samplers import cut_minibatches, format_p_summary, make_sampler
+from dltutorials_is.atomic import write_atomically
 
 #: What `train_lstm` returns for a run whose cost became NaN or infinite (the original's sentinel).
 DIVERGED = (1.0, 1.0, 1.0)
@@ -83,23 +82,10 @@ def options_path(saveto: str) -> Path:
     return Path(f"{saveto}.pkl")
 
 
-def _write_atomically(path: Path, write: Callable) -> None:
-    """`write(file)` into a temporary file, then rename it: a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(saveto: str, params: dict, history_errs: list, model_options: dict, **results) -> None:
     """The parameters and validation history in `saveto` (.npz), the options in `saveto.pkl`."""
-    _write_atomically(model_path(saveto), lambda f: np.savez(f, history_errs=history_errs, **results, **params))
-    _write_atomically(options_path(saveto), lambda f: pickle.dump(model_options, f, -1))
+    write_atomically(model_path(saveto), lambda f: np.savez(f, history_errs=history_errs, **results, **params))
+    write_atomically(options_path(saveto), lambda f: pickle.dump(model_options, f, -1))
 
 
 # ---------------------------------------------------------------------------------------------

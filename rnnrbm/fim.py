@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     mining.add_argument("--norm", choices=fim.NORM_KINDS, default=DEFAULTS["norm"], help="(%(default)s)")
     mining.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES),
                         help="matrices to score; the first is the artefact's default (%(default)s)")
-    mining.add_argument("--jobs", type=int, default=-1, help="parallel workers, -1 = all cores (%(default)s)")
+    mining.add_argument("--n-jobs", "--jobs", dest="jobs", type=int, default=-1, help="parallel workers, -1 = all cores (%(default)s)")
     mining.add_argument("--backend", default=None, help="joblib backend: loky (default), threading, dask")
     mining.add_argument("--shard-size", type=int, default=32, help="chunks per resumable shard (%(default)s)")
     mining.add_argument("--pilot", type=int, default=None, help="mine only N random chunks and print the summary")

@@ -33,7 +33,6 @@ tutorial, which seeded numpy's global generator with 123 before its first draw h
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import sys
 import zlib
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import DataError, default_data_dir, extract, fetch_archive
+from dltutorials_is.atomic import write_atomically
 
 PREPARE_COMMAND = "python data/prepare_imdb.py"
 PICKLE_NAME = "imdb.pkl"
@@ -195,25 +195,16 @@ def build_imdb(root: Path, n_jobs: int = -1) -> tuple[Split, Split, dict[str, in
     return train, test, dictionary
 
 
-def _write_atomically(path: Path, objects: list) -> None:
-    """Pickle `objects` one after the other into `path`; a killed run leaves no partial file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for obj in objects:
-                pickle.dump(obj, f, protocol=PICKLE_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _pickle_all(objects: list):
+    """A writer that pickles `objects` one after the other, as the tutorial's two-pickle format wants."""
+    return lambda f: [pickle.dump(obj, f, protocol=PICKLE_PROTOCOL) for obj in objects]
 
 
 def save_imdb(data_dir: Path, train: Split, test: Split, dictionary: dict[str, int]) -> tuple[Path, Path]:
     """Write `imdb.dict.pkl`, then `imdb.pkl` (so `imdb.pkl` existing means both are complete)."""
     pickle_path, dict_path = imdb_paths(data_dir)
-    _write_atomically(dict_path, [dictionary])
-    _write_atomically(pickle_path, [(list(train[0]), list(train[1])), (list(test[0]), list(test[1]))])
+    write_atomically(dict_path, _pickle_all([dictionary]))
+    write_atomically(pickle_path, _pickle_all([(list(train[0]), list(train[1])), (list(test[0]), list(test[1]))]))
     return pickle_path, dict_path
 
 

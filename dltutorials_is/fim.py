@@ -124,6 +124,17 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()
 
 
+def check_private_run_options(norm, bases, known_bases, eps, lr, max_iters) -> None:
+    """Refuse private-training settings a plug-in cannot honour, before any worker starts."""
+    if norm not in NORM_KINDS:
+        raise ValueError(f"unknown norm {norm!r}; choose {' or '.join(NORM_KINDS)}")
+    unknown = set(bases) - set(known_bases)
+    if unknown or not bases:
+        raise ValueError(f"unknown base matrices {sorted(unknown)}; choose among {', '.join(known_bases)}")
+    if not (eps > 0 and lr > 0 and max_iters >= 1):
+        raise ValueError("FIM needs eps > 0, lr > 0 and max_iters >= 1")
+
+
 def _run_key(spec) -> str:
     config = json.dumps(spec.config(), sort_keys=True, default=str)
     return fingerprint(config, spec.n_samples, spec.train_fingerprint, spec.init_fingerprint)

@@ -101,13 +101,7 @@ class LstmFimSpec:
 
         if trainer not in TRAINERS:
             raise ValueError(f"unknown private trainer {trainer!r}; choose {' or '.join(TRAINERS)}")
-        if norm not in fim.NORM_KINDS:
-            raise ValueError(f"unknown norm {norm!r}; choose {' or '.join(fim.NORM_KINDS)}")
-        unknown = set(bases) - set(BASES)
-        if unknown or not bases:
-            raise ValueError(f"unknown base matrices {sorted(unknown)}; choose among {', '.join(BASES)}")
-        if not (eps > 0 and lr > 0 and max_iters >= 1):
-            raise ValueError("FIM needs eps > 0, lr > 0 and max_iters >= 1")
+        fim.check_private_run_options(norm, bases, BASES, eps, lr, max_iters)
         seqs, labels = train
         if len(seqs) == 0:
             raise ValueError("the training set is empty")

@@ -58,13 +58,7 @@ class RnnRbmFimSpec:
                  max_iters=DEFAULTS["max_iters"], norm=DEFAULTS["norm"], bases=BASES):
         from dltutorials_is.rnnrbm_training import make_chunks, training_fingerprint
 
-        if norm not in fim.NORM_KINDS:
-            raise ValueError(f"unknown norm {norm!r}; choose {' or '.join(fim.NORM_KINDS)}")
-        unknown = set(bases) - set(BASES)
-        if unknown or not bases:
-            raise ValueError(f"unknown base matrices {sorted(unknown)}; choose among {', '.join(BASES)}")
-        if not (eps > 0 and lr > 0 and max_iters >= 1):
-            raise ValueError("FIM needs eps > 0, lr > 0 and max_iters >= 1")
+        fim.check_private_run_options(norm, bases, BASES, eps, lr, max_iters)
         if not len(train_songs):
             raise ValueError("the training set is empty")
         self.batch_size = config.batch_size

@@ -1,21 +1,45 @@
-"""Run the original LSTM tutorial and this port on the same data and settings; compare what they print.
+"""Run an original tutorial and this port on the same data and settings; compare what they print.
 
-The original is *your own copy* of lisa-lab/DeepLearningTutorials' `code/lstm.py` and
-`code/imdb.py` (this repository does not include them): `--original DIR`, or `$DLTUTORIALS_ORIGINAL`,
-or `--from-git GIT_DIR` to take them from a clone's HEAD. It runs unmodified under Aesara through the
-`theano` shim in `tools/original_shim/`, with a single intervention: its `get_minibatches_idx`
-returns a list instead of Python 3's one-shot `zip` (the same fix the port makes; without it every
-validation after the first measures nothing). Both runs use the same `imdb.pkl`, seed 123, float64,
-the uniform sampler and the same BLAS.
+Two modes: `lstm` (the default, so the first word may be left out) and `rnnrbm`.
 
-Every progress line (`Epoch E Update U Cost C`, `Train a Valid b Test c`, `Seen N samples`, the
-example counts, saving, early stopping, the epoch count) must match: integers exactly, other
-numbers within `--rtol`. Prints each run's time, the largest relative difference and a verdict;
-exits 0 when the outputs agree, 1 when they do not, 2 when a run failed. The two runs go side by
-side (two processes), so the times printed include any competition for the CPU.
+The original is *your own copy* of lisa-lab/DeepLearningTutorials' `code/` files (this repository
+does not include them): `--original DIR`, or `$DLTUTORIALS_ORIGINAL`, or `--from-git GIT_DIR` to
+take them from a clone's HEAD. It runs unmodified under Aesara through the `theano` shim in
+`tools/original_shim/`. Both runs use the same data, seed, floatX and BLAS, and go side by side
+(two processes), so the times printed include any competition for the CPU. Prints each run's time,
+the largest relative difference and a verdict; exits 0 when the outputs agree, 1 when they do not,
+2 when a run failed.
+
+LSTM (`code/lstm.py`, `code/imdb.py`): one intervention in the original, its
+`get_minibatches_idx` returns a list instead of Python 3's one-shot `zip` (the same fix the port
+makes; without it every validation after the first measures nothing). Both runs use the same
+`imdb.pkl`, seed 123, float64 and the uniform sampler. Every progress line (`Epoch E Update U Cost
+C`, `Train a Valid b Test c`, `Seen N samples`, the example counts, saving, early stopping, the
+epoch count) must match: integers exactly, other numbers within `--rtol`.
+
+RNN-RBM (`code/rnnrbm.py`): the original's own entry point `test_rnnrbm(batch_size, num_epochs)`
+(which trains on `../data/Nottingham/train/*.mid` next to the script; a symlink points there at
+`--data-dir`) against `rnnrbm/train.py --sampler uniform --seed 0xbeef`. What the original needs to
+run under Python 3 + Aesara, and for a repeatable comparison, nothing else:
+  * `midi.utils` (`midiread`, `midiwrite`) is the shim's `midi` package, backed by
+    `dltutorials_is.datasets.midi`, which reproduces the tutorial's `midi/utils.py` piano-rolls
+    (that package is not in the tutorial's repository; its `data/download.sh` fetched `midi.zip`);
+    the original's `T.xlogx.xlogy0` and `theano.config.warn.subtensor_merge_bug = False` need no
+    help: Aesara has `aesara.tensor.xlogx` and accepts the (no-op) flag through its `config.warn`;
+  * the module's `glob` is replaced by one returning `sorted(glob.glob(pattern))[:songs]`: the
+    tutorial took the file system's order (the port sorts, see DEVIATIONS.md), and `--songs`
+    trains on the first N files;
+  * `aesara.config.floatX` is set before the import (float64 unless `--floatX`), and the same BLAS
+    as the port's is configured;
+  * `test_rnnrbm` is called instead of running the file as a script, so the `__main__` block's
+    generation and `pylab.show()` do not run (matplotlib is put on the Agg backend).
+The original prints, per epoch, `Epoch i/n` and the mean monitor (pseudo-log-likelihood) over the
+epoch's updates; the port logs that number as `train_monitor_during_epoch`. Each epoch's pair must
+agree within `--rtol`.
 
     python tools/diff_against_original.py --from-git ../DeepLearningTutorials/.git
     python tools/diff_against_original.py --original ~/DeepLearningTutorials/code --set dim_proj=16
+    python tools/diff_against_original.py rnnrbm --from-git ../DeepLearningTutorials/.git --songs 100 --epochs 2
 """
 from __future__ import annotations
 
@@ -78,18 +102,20 @@ class OriginalNotFound(RuntimeError):
 # Getting the original
 # ---------------------------------------------------------------------------------------------
 
-def copy_original(source: Path, dest: Path) -> None:
-    """Copy `lstm.py` and `imdb.py` from a folder (the tutorial's `code/` or any folder holding both)."""
-    missing = [name for name in ORIGINAL_FILES if not (source / name).is_file()]
+def copy_original(source: Path, dest: Path, names: tuple[str, ...] = ORIGINAL_FILES) -> None:
+    """Copy `names` (default `lstm.py` and `imdb.py`) from a folder (the tutorial's `code/` or any folder
+    holding them)."""
+    missing = [name for name in names if not (source / name).is_file()]
     if missing:
         raise OriginalNotFound(f"{source} has no {' or '.join(missing)} (give the tutorial's code/ folder)")
-    for name in ORIGINAL_FILES:
+    for name in names:
         shutil.copyfile(source / name, dest / name)
 
 
-def extract_original(git_dir: Path, dest: Path, revision: str = "HEAD") -> None:
-    """Write `code/lstm.py` and `code/imdb.py` of `revision` in the repository `git_dir` into `dest`."""
-    for name, path in GIT_PATHS.items():
+def extract_original(git_dir: Path, dest: Path, revision: str = "HEAD", paths: dict[str, str] = GIT_PATHS) -> None:
+    """Write the files `paths` names (default `code/lstm.py` and `code/imdb.py`) of `revision` in the
+    repository `git_dir` into `dest`."""
+    for name, path in paths.items():
         shown = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{revision}:{path}"], capture_output=True)
         if shown.returncode != 0:
             raise OriginalNotFound(f"cannot read {path} from {git_dir}: {shown.stderr.decode().strip()}")
@@ -129,12 +155,15 @@ def six_is_missing() -> bool:
     return subprocess.run([sys.executable, "-c", "import six"], capture_output=True).returncode != 0
 
 
+def shim_path() -> list[Path]:
+    return [SHIM] + ([SHIM / "fallback"] if six_is_missing() else [])
+
+
 def run_original(original_dir: Path, imdb_pkl: Path, settings: dict, work: Path, timeout: float) -> Run:
     work.mkdir()
     copy_original(original_dir, work)
     (work / "imdb.pkl").symlink_to(imdb_pkl.resolve())  # the original reads ./imdb.pkl first
-    shim_path = [SHIM] + ([SHIM / "fallback"] if six_is_missing() else [])
-    env = dict(os.environ, PYTHONPATH=_python_path(*shim_path, work, REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=_python_path(*shim_path(), work, REPO_ROOT))
     return _run("original", [sys.executable, "-c", ORIGINAL_DRIVER, json.dumps(settings)], work, env, timeout)
 
 
@@ -283,7 +312,7 @@ def locate_original(args, parser) -> tuple[Path | None, Path | None]:
     return folder, None
 
 
-def main(argv=None) -> int:
+def main_lstm(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     folder, git_dir = locate_original(args, parser)
@@ -338,6 +367,199 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"outputs kept in {work}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNN-RBM
+# ---------------------------------------------------------------------------------------------
+
+RNNRBM_GIT_PATHS = {"rnnrbm.py": "code/rnnrbm.py"}
+RNNRBM_SEED = 0xBEEF  # hard-coded in the original: numpy.random.seed(0xbeef) at import
+
+# Runs inside the original's process (cwd: its code/ folder, with ../data next to it).
+RNNRBM_ORIGINAL_DRIVER = """
+import glob, json, sys, types
+from dltutorials_is import backend
+backend.configure()
+settings = json.loads(sys.argv[1])
+import aesara
+aesara.config.floatX = settings["floatX"]
+import rnnrbm
+songs = settings["songs"] or None
+rnnrbm.glob = types.SimpleNamespace(glob=lambda pattern: sorted(glob.glob(pattern))[:songs])
+rnnrbm.test_rnnrbm(batch_size=settings["batch_size"], num_epochs=settings["epochs"])
+"""
+
+ORIGINAL_EPOCH = re.compile(r"^Epoch (\d+/\d+)$")
+
+
+@dataclass
+class EpochValue:
+    label: str  # "i/n"
+    text: str  # the monitor as printed (original) or logged (port)
+
+
+def run_rnnrbm_original(source: Path, data_dir: Path, settings: dict, work: Path, timeout: float) -> Run:
+    """The original's `test_rnnrbm`, which reads `../data/Nottingham/train/*.mid` relative to itself."""
+    code = work / "code"
+    code.mkdir(parents=True)
+    copy_original(source, code, names=tuple(RNNRBM_GIT_PATHS))
+    (work / "data").symlink_to(data_dir.resolve())
+    env = dict(os.environ, PYTHONPATH=_python_path(*shim_path(), code, REPO_ROOT), MPLBACKEND="Agg")
+    return _run("original", [sys.executable, "-c", RNNRBM_ORIGINAL_DRIVER, json.dumps(settings)], code, env, timeout)
+
+
+def run_rnnrbm_port(data_dir: Path, settings: dict, work: Path, timeout: float) -> Run:
+    work.mkdir()
+    command = [sys.executable, str(REPO_ROOT / "rnnrbm" / "train.py"), "--data-dir", str(data_dir),
+               "--batch-size", str(settings["batch_size"]), "--num-epochs", str(settings["epochs"]),
+               "--floatX", settings["floatX"], "--seed", str(RNNRBM_SEED), "--sampler", "uniform",
+               "--eval-splits", "", "--saveto", str(work / "rnnrbm_model.npz"), "--log", str(work / "log.jsonl")]
+    if settings["songs"]:
+        command += ["--max-songs", str(settings["songs"])]
+    env = dict(os.environ, PYTHONPATH=_python_path(REPO_ROOT))
+    return _run("port", command, work, env, timeout)
+
+
+def original_epoch_values(stdout: str) -> list[EpochValue]:
+    """Each `Epoch i/n` line of the original with the number printed on the next line."""
+    lines = [line.strip() for line in stdout.splitlines()]
+    return [EpochValue(match.group(1), lines[i + 1]) for i, line in enumerate(lines[:-1])
+            if (match := ORIGINAL_EPOCH.match(line))]
+
+
+def port_epoch_values(log: Path, epochs: int) -> list[EpochValue]:
+    """The port's per-epoch `train_monitor_during_epoch`, at full precision, from its JSON-lines log."""
+    if not log.is_file():
+        return []
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [EpochValue(f"{r['epoch']}/{epochs}", repr(r["train_monitor_during_epoch"])) for r in records]
+
+
+def compare_epochs(original: list[EpochValue], port: list[EpochValue],
+                   rtol: float) -> tuple[list[str], float, list[str]]:
+    """(mismatch descriptions, largest relative difference, one table row per epoch)."""
+    problems, largest, rows = [], 0.0, []
+    if len(original) != len(port):
+        problems.append(f"the original printed {len(original)} epochs, the port logged {len(port)}")
+    for a, b in zip(original, port):
+        x, y = _number(a.text), _number(b.text)
+        if a.label != b.label or x is None or y is None:
+            problems.append(f"original 'Epoch {a.label}' {a.text!r} vs port epoch {b.label} {b.text!r}")
+            continue
+        difference = relative_difference(x, y)
+        largest = max(largest, difference)
+        rows.append(f"{a.label:>9}  {a.text:>24}  {b.text:>24}  {difference:.3g}")
+        if difference > rtol:
+            problems.append(f"epoch {a.label}: original {a.text}, port {b.text} (relative difference {difference:.3g})")
+    return problems, largest, rows
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_rnnrbm_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diff_against_original.py rnnrbm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--original", type=Path, help="folder with the original rnnrbm.py "
+                        "(default: $DLTUTORIALS_ORIGINAL)")
+    source.add_argument("--from-git", type=Path, metavar="GIT_DIR",
+                        help="take code/rnnrbm.py from HEAD of this DeepLearningTutorials clone")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data",
+                        help="folder holding Nottingham/ (default: %(default)s)")
+    parser.add_argument("--songs", type=int, default=100, help="train on the first N training songs in sorted "
+                        "order, 0 for all 694 (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=100,
+                        help="frames per training chunk (default: %(default)s, the tutorial's)")
+    parser.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="(default: %(default)s)")
+    parser.add_argument("--rtol", type=float, default=1e-6, help="largest relative difference allowed "
+                        "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: %(default)s)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep both runs' folders and outputs here")
+    return parser
+
+
+def check_nottingham(data_dir: Path) -> None:
+    sys.path.insert(0, str(REPO_ROOT))
+    from dltutorials_is.datasets.download import DataError
+    from dltutorials_is.datasets.nottingham import split_files
+
+    try:
+        split_files(data_dir, "train")
+    except DataError as error:
+        sys.exit(f"error: {error}")
+
+
+def main_rnnrbm(argv=None) -> int:
+    parser = build_rnnrbm_parser()
+    args = parser.parse_args(argv)
+    folder, git_dir = locate_original(args, parser)
+    if args.songs < 0:
+        parser.error(f"--songs must be 0 (all) or positive, not {args.songs}")
+    check_nottingham(args.data_dir)
+    settings = {"songs": args.songs, "epochs": args.epochs, "batch_size": args.batch_size, "floatX": args.floatX}
+
+    work = Path(tempfile.mkdtemp(prefix="diff-rnnrbm-")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        source = work / "original-source"
+        source.mkdir(exist_ok=True)
+        try:
+            if git_dir:
+                extract_original(git_dir, source, paths=RNNRBM_GIT_PATHS)
+            else:
+                copy_original(folder, source, names=tuple(RNNRBM_GIT_PATHS))
+        except OriginalNotFound as error:
+            sys.exit(f"error: {error}")
+        shown = dict(settings, songs=settings["songs"] or "all")
+        print(f"settings: {shown}, seed {RNNRBM_SEED:#x}", flush=True)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # independent runs: side by side
+            original = pool.submit(run_rnnrbm_original, source, args.data_dir, settings, work / "original",
+                                   args.timeout)
+            port = pool.submit(run_rnnrbm_port, args.data_dir, settings, work / "port", args.timeout)
+            original, port = original.result(), port.result()
+        for run in (original, port):
+            (work / f"{run.name}.stdout").write_text(run.stdout)
+            (work / f"{run.name}.stderr").write_text(run.stderr)
+            print(f"{run.name}: exit code {run.returncode}, {run.seconds:.1f} s", flush=True)
+        failed = [run for run in (original, port) if run.returncode != 0]
+        for run in failed:
+            print(f"--- {run.name} failed; the end of its stderr:\n{run.stderr[-3000:]}", flush=True)
+        if failed:
+            print("VERDICT: ERROR (a run failed)")
+            return 2
+        original_values = original_epoch_values(original.stdout)
+        port_values = port_epoch_values(work / "port" / "log.jsonl", args.epochs)
+        problems, largest, rows = compare_epochs(original_values, port_values, args.rtol)
+        print(f"{'epoch':>9}  {'original monitor':>24}  {'port monitor':>24}  relative difference")
+        print("\n".join(rows))
+        print(f"compared {len(rows)} epochs; largest relative difference: {largest:.3g} (allowed {args.rtol:g})")
+        for problem in problems[:20]:
+            print(f"  MISMATCH {problem}")
+        if not original_values:
+            print("VERDICT: ERROR (the original printed no epoch)")
+            return 2
+        print("VERDICT: SAME" if not problems else f"VERDICT: DIFFERENT ({len(problems)} mismatches)")
+        return 0 if not problems else 1
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"outputs kept in {work}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    """`[lstm] ARGS` diffs the LSTM tutorial (the original command line), `rnnrbm ARGS` the RNN-RBM."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["rnnrbm"]:
+        return main_rnnrbm(argv[1:])
+    return main_lstm(argv[1:] if argv[:1] == ["lstm"] else argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""Seconds per training epoch (uniform and importance sampling) and per FIM chunk of the RNN-RBM port.
+
+On the real Nottingham training set (694 songs), the tutorial's model (150 hidden, 100 recurrent,
+CD-15, seed 0xbeef), for each --floatX and --batch-sizes:
+
+* compile: seconds to build and compile the training and evaluation functions;
+* uniform epoch: the tutorial's step (`RnnRbmModel.train_function`, weight 1) on --chunks chunks
+  drawn at random without replacement; seconds per epoch = their mean seconds per update x N
+  (an epoch visits each of the N chunks once);
+* IS epoch: the same step, with the IS weights, on the first --chunks of an `ImportanceSampler`
+  epoch's N i.i.d. draws from P; seconds per epoch = mean seconds per update x N. P is a mined FIM
+  artefact given with --importance when one matches the training set, otherwise the uniform P (then
+  the arm only differs from the uniform one by sampling with replacement, which the line says);
+* evaluation: the per-epoch no-update pass (`evaluate_function`) over the N training chunks,
+  extrapolated the same way from the uniform arm's chunks;
+* FIM: `rnnrbm/fim.py`'s private trainer (default eps, lr, max_iters, all bases scored) on
+  --fim-chunks random chunks; seconds per chunk (their mean), private steps per chunk, and the
+  single-process wall time of FIM over all N chunks extrapolated from them.
+
+Every figure is the median over --repeats repeats of the same chunks, and each is printed with the
+load average at the time (`os.getloadavg`, what `uptime` shows): the machine may be shared.
+
+    python benchmarks/bench_rnnrbm.py
+    python benchmarks/bench_rnnrbm.py --floatX float64 float32 --batch-sizes 50 100 --chunks 100 --repeats 5
+    python benchmarks/bench_rnnrbm.py --importance fim_rnnrbm_seed48879_b100_h150_u100_dt0.3_r21-109.pkl
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from dltutorials_is.datasets.download import default_data_dir  # noqa: E402  (configures Aesara's BLAS first)
+from dltutorials_is.datasets.nottingham import load_nottingham  # noqa: E402
+from dltutorials_is.fim import FIMError, load_importance  # noqa: E402
+from dltutorials_is.fim_rnnrbm import RnnRbmFimSpec, init_fingerprint  # noqa: E402
+from dltutorials_is.rnnrbm_training import (  # noqa: E402
+    RnnRbmConfig,
+    RnnRbmModel,
+    chunk_arrays,
+    initial_values,
+    make_chunks,
+    training_fingerprint,
+)
+from dltutorials_is.samplers import ImportanceSampler  # noqa: E402
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def median_seconds(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matching_p(paths: list[Path], songs, config: RnnRbmConfig, n: int) -> tuple[np.ndarray, str]:
+    """P of the first artefact mined for this chunked training set and W(0), else the uniform P."""
+    for path in paths:
+        try:
+            p = load_importance(path, training_fingerprint(songs, config.batch_size), n,
+                                init_fingerprint=init_fingerprint(initial_values(config)))
+            return p, f"P from {path}"
+        except FIMError:
+            continue
+    return np.full(n, 1.0 / n), "P uniform (no --importance artefact matches): draws i.i.d., weights 1"
+
+
+def bench_training(config: RnnRbmConfig, songs, args, rng: np.random.RandomState) -> None:
+    chunks = make_chunks(songs, config.batch_size)
+    arrays = chunk_arrays(songs, chunks, config.batch_size)
+    n = len(chunks)
+    frames = np.array([len(a) for a in arrays])
+    print(f"  {n} chunks of <= {config.batch_size} frames (mean {frames.mean():.1f} frames)")
+
+    model = RnnRbmModel(config, np.random.RandomState(config.seed))
+    start = time.perf_counter()
+    train_step, evaluate = model.train_function, model.evaluate_function
+    print(f"  compile (training + evaluation functions): {time.perf_counter() - start:.1f} s   [{load()}]")
+
+    one = np.asarray(1.0, dtype=config.floatX)
+    uniform = rng.choice(n, size=min(args.chunks, n), replace=False)
+    per_update = median_seconds(lambda: [train_step(arrays[i], one) for i in uniform], args.repeats) / len(uniform)
+    print(f"  uniform epoch: {per_update * n:.1f} s  ({per_update * 1e3:.1f} ms per update x {n} updates; "
+          f"extrapolated from {len(uniform)} random chunks, mean {frames[uniform].mean():.1f} frames)   [{load()}]")
+
+    p, source = matching_p(args.importance, songs, config, n)
+    sampler = ImportanceSampler(p, 1)
+    draws = [(int(i[0]), np.asarray(w[0], dtype=config.floatX)) for i, w in sampler.epoch(rng)[: args.chunks]]
+    per_update = median_seconds(lambda: [train_step(arrays[i], w) for i, w in draws], args.repeats) / len(draws)
+    drawn_frames = frames[[i for i, _ in draws]].mean()
+    print(f"  IS epoch: {per_update * n:.1f} s  ({per_update * 1e3:.1f} ms per update x {n} draws; extrapolated "
+          f"from the first {len(draws)} draws, mean {drawn_frames:.1f} frames; E_P[frames] = {p @ frames:.1f}; "
+          f"{source})   [{load()}]")
+
+    per_chunk = median_seconds(lambda: [evaluate(arrays[i]) for i in uniform], args.repeats) / len(uniform)
+    print(f"  evaluation pass over the training chunks: {per_chunk * n:.1f} s  ({per_chunk * 1e3:.1f} ms per chunk; "
+          f"extrapolated from the uniform arm's chunks)   [{load()}]")
+
+
+def bench_fim(config: RnnRbmConfig, songs, args, rng: np.random.RandomState) -> None:
+    spec = RnnRbmFimSpec(songs, initial_values(config), config)
+    start = time.perf_counter()
+    run = spec.build()
+    print(f"  FIM compile (private trainer, all {len(spec.bases)} bases scored): "
+          f"{time.perf_counter() - start:.1f} s   [{load()}]")
+    chosen = rng.choice(spec.n_samples, size=min(args.fim_chunks, spec.n_samples), replace=False)
+    steps = []
+    seconds = median_seconds(lambda: steps.append(sum(run(int(i)).iterations for i in chosen)), args.repeats)
+    per_chunk, steps_per_chunk = seconds / len(chosen), steps[0] / len(chosen)
+    print(f"  FIM: {per_chunk:.2f} s per chunk ({steps_per_chunk:.1f} private steps per chunk, "
+          f"{seconds / steps[0] * 1e3:.1f} ms per step; eps {spec.eps}, lr {spec.lr}, max {spec.max_iters} steps; "
+          f"{len(chosen)} random chunks)   [{load()}]")
+    print(f"  FIM over all {spec.n_samples} chunks, one process: ~{per_chunk * spec.n_samples / 3600:.2f} h "
+          f"(extrapolated; divide by the number of workers)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--floatX", nargs="+", choices=("float64", "float32"), default=["float64"], help="(%(default)s)")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[50, 100], help="frames per chunk (%(default)s)")
+    p.add_argument("--chunks", type=int, default=60, help="timed updates per training arm (%(default)s)")
+    p.add_argument("--fim-chunks", type=int, default=3, help="chunks mined per FIM repeat (%(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats per figure; the median is printed (%(default)s)")
+    p.add_argument("--importance", type=Path, nargs="*", default=[], help="FIM artefacts to take P from")
+    p.add_argument("--no-fim", dest="fim", action="store_false", help="skip the FIM figures")
+    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="holds Nottingham/ (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the chunk choices (%(default)s)")
+    args = p.parse_args(argv)
+    if min(args.batch_sizes + [args.chunks, args.fim_chunks, args.repeats]) <= 0:
+        p.error("batch sizes, --chunks, --fim-chunks and --repeats must be positive")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import aesara
+
+    print(f"aesara {aesara.__version__}, blas__ldflags {aesara.config.blas__ldflags!r}, {os.cpu_count()} CPUs; "
+          f"median of {args.repeats} repeats   [{load()}]")
+    songs64 = load_nottingham(args.data_dir, "train")
+    print(f"Nottingham train: {len(songs64)} songs, {sum(len(s) for s in songs64)} frames")
+    for floatX in args.floatX:
+        aesara.config.floatX = floatX
+        songs = [s.astype(floatX) for s in songs64]
+        for batch_size in args.batch_sizes:
+            config = RnnRbmConfig(batch_size=batch_size, floatX=floatX)
+            print(f"{floatX}, batch size {batch_size}:", flush=True)
+            bench_training(config, songs, args, np.random.RandomState(args.seed))
+            if args.fim:
+                bench_fim(config, songs, args, np.random.RandomState(args.seed))
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,10 +117,13 @@ class RnnRbmModel:
     @cached_property
     def train_function(self) -> Callable:
         """(chunk, weight) -> (cost, monitor) before the update; applies one plain SGD step
-        p <- p - lr * d(weight * cost)/dp, with the negative particles held constant."""
+        p <- p - lr * weight * dcost/dp, with the negative particles held constant.
+
+        The weight multiplies the gradient, not the cost: differentiating `weight * cost` gives the
+        same numbers up to rounding, but with weight 1 only this form is the original's bit for bit."""
         t = self.training
         params = [self.params[n] for n in graph.PARAM_NAMES]
-        grads = aesara.grad(self.weight * t.cost, params, consider_constant=[t.v_sample])
+        grads = [self.weight * g for g in aesara.grad(t.cost, params, consider_constant=[t.v_sample])]
         updates = dict(t.updates)
         updates.update((p, p - self.learning_rate * g) for p, g in zip(params, grads))
         return self._compile([t.v, self.weight], [t.cost, t.monitor], updates)

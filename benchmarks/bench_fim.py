@@ -16,6 +16,8 @@ Prints, on the real IMDB data (default: the paper protocol, 25,000 training revi
 """
 from __future__ import annotations
 
+import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS before aesara loads)
+
 import argparse
 import time
 

@@ -12,6 +12,8 @@ the P summary and a time estimate, without saving anything.
 """
 from __future__ import annotations
 
+import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS before aesara loads)
+
 import argparse
 import contextlib
 import sys

@@ -7,6 +7,8 @@ Every flag also accepts the original's parameter name, e.g. --max_epochs or --di
 """
 from __future__ import annotations
 
+import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS before aesara loads)
+
 import argparse
 import sys
 from pathlib import Path

@@ -11,6 +11,8 @@ optimal P ∝ ‖g_i‖, for the whole parameter vector and for each base matrix
 """
 from __future__ import annotations
 
+import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS before aesara loads)
+
 import argparse
 import sys
 from collections import OrderedDict

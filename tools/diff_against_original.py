@@ -312,6 +312,17 @@ def locate_original(args, parser) -> tuple[Path | None, Path | None]:
     return folder, None
 
 
+def print_verdict(problems: list, nothing_compared: str | None) -> int:
+    """Print the mismatches and the verdict; return the exit code: 0 same, 1 different, 2 nothing compared."""
+    for problem in problems[:20]:
+        print(f"  MISMATCH {problem}")
+    if nothing_compared:
+        print(f"VERDICT: ERROR ({nothing_compared})")
+        return 2
+    print("VERDICT: SAME" if not problems else f"VERDICT: DIFFERENT ({len(problems)} mismatches)")
+    return 0 if not problems else 1
+
+
 def main_lstm(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -355,13 +366,7 @@ def main_lstm(argv=None) -> int:
         problems, largest = compare(original_lines, port_lines, args.rtol)
         print(f"compared {len(original_lines)} progress lines ({summarise(original_lines)})")
         print(f"largest relative difference: {largest:.3g} (allowed {args.rtol:g})")
-        for problem in problems[:20]:
-            print(f"  MISMATCH {problem}")
-        if not original_lines:
-            print("VERDICT: ERROR (no progress lines to compare)")
-            return 2
-        print("VERDICT: SAME" if not problems else f"VERDICT: DIFFERENT ({len(problems)} mismatches)")
-        return 0 if not problems else 1
+        return print_verdict(problems, None if original_lines else "no progress lines to compare")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -540,13 +545,7 @@ def main_rnnrbm(argv=None) -> int:
         print(f"{'epoch':>9}  {'original monitor':>24}  {'port monitor':>24}  relative difference")
         print("\n".join(rows))
         print(f"compared {len(rows)} epochs; largest relative difference: {largest:.3g} (allowed {args.rtol:g})")
-        for problem in problems[:20]:
-            print(f"  MISMATCH {problem}")
-        if not original_values:
-            print("VERDICT: ERROR (the original printed no epoch)")
-            return 2
-        print("VERDICT: SAME" if not problems else f"VERDICT: DIFFERENT ({len(problems)} mismatches)")
-        return 0 if not problems else 1
+        return print_verdict(problems, None if original_values else "the original printed no epoch")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

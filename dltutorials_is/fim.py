@@ -416,6 +416,21 @@ def read_artefact(path: str | os.PathLike) -> dict:
     return art
 
 
+def load_or_mine(path: Path, make_spec, n: int, train_fingerprint: str, init_fingerprint: str,
+                 score: str | None, base: str, n_jobs: int = -1, backend: str | None = None, log=print,
+                 unit: str = "samples") -> np.ndarray:
+    """P from `path` after checking it belongs to this training set and W(0); if it is missing (or an
+    interrupted mining left shards), mine it first with the spec `make_spec()` builds and save it there."""
+    path = Path(path)
+    if not path.exists() or Path(f"{path}.parts").exists():
+        log(f"Mining importance (FIM) for {n} {unit} into {path}")
+        mine(make_spec(), path, n_jobs=n_jobs, backend=backend, log=log)
+    else:
+        log(f"Loading importance from {path}")
+    return load_importance(path, train_fingerprint, n, score=score or "norm", base=base,
+                           init_fingerprint=init_fingerprint)
+
+
 def load_importance(
     path: str | os.PathLike,
     train_fingerprint: str,

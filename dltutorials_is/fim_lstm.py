@@ -332,14 +332,9 @@ def load_or_mine_lstm_importance(path, train, initial_params: dict, options: dic
     """P for `train` and W(0) `initial_params`: loaded from `path` after checking it belongs to
     them, or mined first (then saved there; an interrupted mining resumes). `fim_options` are
     `LstmFimSpec`'s (eps, lr, max_iters, norm, use_dropout, trainer)."""
-    path = Path(path) if path else default_importance_path(options)
-    score = score or "norm"
-    if not path.exists() or Path(f"{path}.parts").exists():
-        log(f"Mining importance (FIM) for {len(train[0])} reviews into {path}")
-        spec = LstmFimSpec(train, initial_params, options, bases=(base, *[b for b in BASES if b != base]),
-                           **fim_options)
-        fim.mine(spec, path, n_jobs=n_jobs, backend=backend, log=log)
-    else:
-        log(f"Loading importance from {path}")
-    return fim.load_importance(path, train_fingerprint(train), len(train[0]), score=score, base=base,
-                               init_fingerprint=init_fingerprint(initial_params))
+    return fim.load_or_mine(
+        Path(path) if path else default_importance_path(options),
+        lambda: LstmFimSpec(train, initial_params, options, bases=(base, *[b for b in BASES if b != base]),
+                            **fim_options),
+        len(train[0]), train_fingerprint(train), init_fingerprint(initial_params), score, base,
+        n_jobs=n_jobs, backend=backend, log=log, unit="reviews")

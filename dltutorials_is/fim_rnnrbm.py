@@ -159,14 +159,9 @@ def load_or_mine_rnnrbm_importance(path, train_songs, initial_params: dict, conf
     `fim_options` are `RnnRbmFimSpec`'s (eps, lr, max_iters, norm)."""
     from dltutorials_is.rnnrbm_training import make_chunks, training_fingerprint
 
-    path = Path(path) if path else default_importance_path(config)
-    n = len(make_chunks(train_songs, config.batch_size))
-    if not path.exists() or Path(f"{path}.parts").exists():
-        log(f"Mining importance (FIM) for {n} chunks into {path}")
-        spec = RnnRbmFimSpec(train_songs, initial_params, config, bases=(base, *[b for b in BASES if b != base]),
-                             **fim_options)
-        fim.mine(spec, path, n_jobs=n_jobs, backend=backend, log=log)
-    else:
-        log(f"Loading importance from {path}")
-    return fim.load_importance(path, training_fingerprint(train_songs, config.batch_size), n,
-                               score=score or "norm", base=base, init_fingerprint=init_fingerprint(initial_params))
+    return fim.load_or_mine(
+        Path(path) if path else default_importance_path(config),
+        lambda: RnnRbmFimSpec(train_songs, initial_params, config,
+                              bases=(base, *[b for b in BASES if b != base]), **fim_options),
+        len(make_chunks(train_songs, config.batch_size)), training_fingerprint(train_songs, config.batch_size),
+        init_fingerprint(initial_params), score, base, n_jobs=n_jobs, backend=backend, log=log, unit="chunks")

@@ -1,0 +1,328 @@
+"""The replication grid (dltutorials_is/replicate*.py) with a fake, instant model backend."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dltutorials_is.replicate import (
+    Backend,
+    FimOutcome,
+    RunSpec,
+    build_parser,
+    grid_specs,
+    load_grid,
+    main,
+    read_log,
+    run_dir,
+    run_grid,
+    _parse_cells,
+    FIGURES,
+)
+from dltutorials_is.replicate_plots import plot_grid
+from dltutorials_is.replicate_report import regression_fraction, sign_flip_p, write_report
+
+N_TRAIN = 20
+PRIVATE_STEPS = 7 * N_TRAIN
+
+
+class FakeBackend(Backend):
+    """A 'model' whose error shrinks by a factor per epoch: `is_gain` faster for IS arms.
+
+    It records every FIM and training call in files of `state_dir`, can crash once at a chosen
+    (run, epoch) like a killed process, and checkpoints unless told not to.
+    """
+
+    def __init__(self, state_dir, figure="fig4", is_gain=0.1, crash=None, checkpoints=True, regress_arm=None,
+                 log_grad_variance=False, constant_error=0.45):
+        self.state_dir = Path(state_dir)
+        self.figure = figure
+        self.is_gain = is_gain
+        self.crash = crash  # (run_id, epoch)
+        self.checkpoints = checkpoints
+        self.regress_arm = regress_arm  # fig6: this arm's cost goes back up after epoch 3
+        self.log_grad_variance = log_grad_variance
+        self.constant_error = constant_error
+
+    def protocol_key(self, spec):
+        return f"b{spec.batch_size}_subset{spec.train_subset}"
+
+    def mine_importance(self, spec, workdir):
+        with open(self.state_dir / "fim_calls.txt", "a") as f:
+            f.write(f"{self.protocol_key(spec)} {spec.seed}\n")
+        rng = np.random.RandomState(spec.seed)
+        norm = 1.0 + 0.01 * rng.rand(N_TRAIN)
+        displacement = rng.rand(N_TRAIN) ** 4 + 0.01
+        return FimOutcome(p={"norm": norm / norm.sum(), "displacement": displacement / displacement.sum()},
+                          private_steps=PRIVATE_STEPS, info={"n_train": N_TRAIN})
+
+    def metrics(self, value):
+        if self.figure == "fig6":
+            return {"cost": value}
+        return {"train_err": value, "valid_err": value * 1.1, "valid_err_constant": self.constant_error}
+
+    def train(self, ctx):
+        spec = ctx.spec
+        with ctx.setup():
+            sampler = ctx.make_sampler(N_TRAIN)
+        if hasattr(sampler, "bind"):
+            sampler.bind(lambda idx: 1.0 + idx.astype(float))
+        with open(self.state_dir / "train_calls.txt", "a") as f:
+            f.write(f"{spec.run_id} {ctx.start_epoch}\n")
+        value = ctx.checkpoint["value"] if ctx.checkpoint else 0.5
+        if ctx.start_epoch == 0:
+            with ctx.evaluation(N_TRAIN):
+                metrics = self.metrics(value)
+            ctx.end_epoch(0, metrics)
+        factor = 0.8 - (self.is_gain if spec.arm.startswith("is-") else 0.0)
+        for epoch in range(ctx.start_epoch + 1, spec.epochs + 1):
+            for _indices, _weights in sampler.epoch(ctx.rng):
+                pass
+            if self.crash == (spec.run_id, epoch) and not (self.state_dir / "crashed").exists():
+                (self.state_dir / "crashed").touch()
+                raise RuntimeError("simulated kill")
+            regress = spec.arm == self.regress_arm and epoch > 3
+            value = value * (1.3 if regress else factor) * (1 + 0.01 * ctx.rng.rand())
+            metrics = self.metrics(value)
+            if self.log_grad_variance:
+                metrics["grad_var_ratio"] = 0.5 if spec.arm.startswith("is-") else 1.0
+            with ctx.evaluation(N_TRAIN):
+                pass
+            ctx.end_epoch(epoch, metrics, checkpoint={"value": value} if self.checkpoints else None)
+
+
+def calls(state_dir, name):
+    path = Path(state_dir) / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.1), (16, 0.5)), epochs=4, figure="fig4"):
+    return grid_specs(figure, cells, arms, seeds, epochs, train_subset=N_TRAIN)
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_finished_runs_are_not_recomputed(tmp_path):
+    grid = specs(arms=("uniform",), seeds=(0, 1), cells=((16, 0.5),))
+    victim = grid[0]
+    backend = FakeBackend(tmp_path, crash=(victim.run_id, 3))
+    statuses = run_grid(backend, grid, tmp_path / "out", progress=False)
+    assert statuses[victim.run_id].startswith("failed") and statuses[grid[1].run_id] == "done"
+    assert not (run_dir(tmp_path / "out", victim) / "done").exists()
+    finished_log = run_dir(tmp_path / "out", grid[1]) / "log.jsonl"
+    finished_mtime = finished_log.stat().st_mtime_ns
+
+    statuses = run_grid(backend, grid, tmp_path / "out", progress=False)
+    assert statuses == {victim.run_id: "done", grid[1].run_id: "skipped"}
+    assert finished_log.stat().st_mtime_ns == finished_mtime
+    assert calls(tmp_path, "train_calls.txt") == [f"{victim.run_id} 0", f"{grid[1].run_id} 0", f"{victim.run_id} 2"]
+    resumed = read_log(run_dir(tmp_path / "out", victim) / "log.jsonl")
+    assert [r["epoch"] for r in resumed] == [0, 1, 2, 3, 4]
+
+    # Resuming restores the RNG and counters: the same numbers as a run that was never killed.
+    (tmp_path / "clean").mkdir()
+    run_grid(FakeBackend(tmp_path / "clean"), grid[:1], tmp_path / "clean_out", progress=False)
+    clean = read_log(run_dir(tmp_path / "clean_out", victim) / "log.jsonl")
+    for key in ("train_err", "valid_err", "units", "train_units", "eval_units"):
+        assert [r[key] for r in resumed] == [r[key] for r in clean]
+
+
+def test_killed_run_without_checkpoints_restarts_from_scratch(tmp_path):
+    grid = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),))
+    backend = FakeBackend(tmp_path, crash=(grid[0].run_id, 3), checkpoints=False)
+    run_grid(backend, grid, tmp_path / "out", progress=False)
+    assert [r["epoch"] for r in read_log(run_dir(tmp_path / "out", grid[0]) / "log.jsonl")] == [0, 1, 2]
+    assert run_grid(backend, grid, tmp_path / "out", progress=False) == {grid[0].run_id: "done"}
+    assert calls(tmp_path, "train_calls.txt")[-1] == f"{grid[0].run_id} 0"
+    assert [r["epoch"] for r in read_log(run_dir(tmp_path / "out", grid[0]) / "log.jsonl")] == [0, 1, 2, 3, 4]
+
+
+def test_a_log_line_cut_short_by_a_kill_is_dropped(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"epoch": 0}\n{"epoch": 1}\n{"epo')
+    assert read_log(log) == [{"epoch": 0}, {"epoch": 1}]
+
+
+def test_fim_is_computed_once_per_protocol_and_seed_and_charged_to_is_arms_only(tmp_path):
+    grid = specs(arms=("uniform", "is-paper", "is-best", "is-displacement"), seeds=(0, 1))
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False)
+    assert sorted(calls(tmp_path, "fim_calls.txt")) == [f"b16_subset{N_TRAIN} 0", f"b16_subset{N_TRAIN} 1"]
+    logs = load_grid(tmp_path / "out")
+    assert all(log.done for log in logs) and len(logs) == len(grid)
+    for log in logs:
+        first, last = log.records[0], log.records[-1]
+        if log.spec.arm == "uniform":
+            assert last["fim_units"] == 0 and last["fim_wall_s"] == 0
+        else:
+            assert first["fim_units"] == last["fim_units"] == 3 * PRIVATE_STEPS
+            assert last["wall_s"] == pytest.approx(last["train_wall_s"] + last["fim_wall_s"])
+            assert last["units"] == last["train_units"] + 3 * PRIVATE_STEPS
+    kinds = {log.spec.arm: log.fim_kind for log in logs}
+    assert kinds == {"uniform": None, "is-paper": "norm", "is-best": "displacement", "is-displacement": "displacement"}
+
+    # A rerun with more step sizes reuses the saved FIM.
+    run_grid(FakeBackend(tmp_path), specs(arms=("is-paper",), seeds=(0, 1), cells=((16, 1.0),)), tmp_path / "out",
+             progress=False)
+    assert len(calls(tmp_path, "fim_calls.txt")) == 2
+
+
+def test_forward_pass_units(tmp_path):
+    epochs = 3
+    grid = specs(arms=("uniform", "replacement", "online"), seeds=(0,), cells=((8, 0.5),), epochs=epochs)
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False)
+    logs = {log.spec.arm: log for log in load_grid(tmp_path / "out")}
+    for arm in ("uniform", "replacement"):
+        records = logs[arm].records
+        assert [r["units"] for r in records] == [3 * N_TRAIN * e for e in range(epochs + 1)]
+        assert [r["eval_units"] for r in records] == [N_TRAIN * (e + 1) for e in range(epochs + 1)]
+        assert records[-1]["scoring_units"] == 0
+    online = logs["online"].records[-1]
+    updates = epochs * -(-N_TRAIN // 8)
+    assert online["train_units"] == 3 * 8 * updates  # full batches of b: 3 per sample
+    assert online["scoring_units"] >= 8 * updates  # at least the uniform batches were scored
+    assert online["units"] == online["train_units"] + online["scoring_units"]
+    assert online["online_updates"] == updates
+
+
+def test_parallel_grid_gives_the_same_logs_as_a_serial_one(tmp_path):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0,), cells=((16, 0.5),), epochs=2)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run_grid(FakeBackend(tmp_path / "a"), grid, tmp_path / "serial", n_jobs=1, progress=False)
+    statuses = run_grid(FakeBackend(tmp_path / "b"), grid, tmp_path / "parallel", n_jobs=2, progress=False)
+    assert set(statuses.values()) == {"done"}
+    for spec in grid:
+        serial = read_log(run_dir(tmp_path / "serial", spec) / "log.jsonl")
+        parallel = read_log(run_dir(tmp_path / "parallel", spec) / "log.jsonl")
+        assert [r["train_err"] for r in serial] == [r["train_err"] for r in parallel]
+
+
+def test_plots_are_written_for_every_x_axis(tmp_path):
+    grid = specs(arms=("uniform", "replacement", "is-paper", "is-best", "online"), seeds=(0, 1))
+    run_grid(FakeBackend(tmp_path, log_grad_variance=True), grid, tmp_path / "out", progress=False)
+    paths = plot_grid(tmp_path / "out", tmp_path / "png")
+    assert sorted(p.name for p in paths) == ["fig4_epoch.png", "fig4_grad_variance.png", "fig4_units.png",
+                                              "fig4_wall_s.png"]
+    assert all(p.stat().st_size > 10_000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def _report_for(tmp_path, is_gain):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.1), (16, 0.5), (16, 1.0)), epochs=5)
+    run_grid(FakeBackend(tmp_path, is_gain=is_gain), grid, tmp_path / "fig4", progress=False)
+    output = tmp_path / "REPLICATION.md"
+    write_report({"fig4": tmp_path / "fig4", "fig6": tmp_path / "missing"}, output, tmp_path / "docs")
+    return output.read_text()
+
+
+def _verdict(text, claim, arm_label="IS, FIM norm (paper)"):
+    section = text.split(f"#### Claim: {claim}")[1]
+    line = next(l for l in section.splitlines() if l.startswith(f"- **{arm_label}:"))
+    return line.split(":", 1)[1].split("**")[0].strip()
+
+
+def test_report_verdicts_follow_the_logs(tmp_path):
+    (tmp_path / "win").mkdir()
+    (tmp_path / "lose").mkdir()
+    win = _report_for(tmp_path / "win", is_gain=0.2)
+    lose = _report_for(tmp_path / "lose", is_gain=-0.1)
+    claim = "IS valid err drops faster than uniform at every step size"
+    assert _verdict(win, claim) == "held"
+    assert _verdict(lose, claim) == "did not hold"
+    assert "Not run: no logs" in win  # fig6 was not run
+    assert "![fig4_epoch](docs/fig4_epoch.png)" in win
+    # The commands and the scale shown come from the grid's own files.
+    assert "subset mode ['random']" in win and "seeds [0, 1, 2]" in win
+    # Growing geometric gain with λ is not in the fake: the λ claim is judged, not assumed.
+    assert _verdict(win, "the gain is largest at λ = 0.5 and small at λ = 0.1") in ("held", "did not hold")
+
+
+def test_fig6_regression_claim_flips_with_the_logs(tmp_path):
+    def report(regress_arm, where):
+        where.mkdir()
+        grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((50, 0.3),), epochs=8, figure="fig6")
+        run_grid(FakeBackend(where, figure="fig6", is_gain=0.0, regress_arm=regress_arm), grid, where / "fig6",
+                 progress=False)
+        write_report({"fig6": where / "fig6"}, where / "R.md", where / "docs")
+        return (where / "R.md").read_text()
+
+    claim = "at batch 50, λ = 0.3 uniform regresses while IS keeps decreasing"
+    assert _verdict(report("uniform", tmp_path / "a"), claim) == "held"
+    assert _verdict(report("is-paper", tmp_path / "b"), claim) == "did not hold"
+    assert _verdict(report(None, tmp_path / "c"), claim) == "did not hold"
+
+
+def test_statistics_helpers():
+    assert sign_flip_p([-1.0, -2.0, -1.5]) == pytest.approx(0.25)  # the floor with 3 seeds
+    assert sign_flip_p([-1.0, 1.0]) == pytest.approx(1.0)
+
+    class Log:
+        records = [{"cost": 10.0}, {"cost": 4.0}, {"cost": 2.0}, {"cost": 3.0}]
+
+    assert regression_fraction(Log, "cost") == pytest.approx(1 / 8)
+
+
+def test_cells_from_the_command_line():
+    parser = build_parser()
+    args = parser.parse_args(["fig6", "--cells", "50:0.3", "100:0.003"])
+    assert _parse_cells(args, FIGURES["fig6"]) == [(50, 0.3), (100, 0.003)]
+    args = parser.parse_args(["fig4", "--step-sizes", "0.5", "0.1"])
+    assert _parse_cells(args, FIGURES["fig4"]) == [(16, 0.5), (16, 0.1)]
+    args = parser.parse_args(["fig6", "--batch-sizes", "100"])
+    assert _parse_cells(args, FIGURES["fig6"]) == [(100, 0.001), (100, 0.003)]
+    with pytest.raises(SystemExit):
+        _parse_cells(parser.parse_args(["fig4", "--cells", "16-0.5"]), FIGURES["fig4"])
+
+
+def test_a_run_directory_is_never_reused_for_another_spec(tmp_path):
+    spec = RunSpec("fig4", "uniform", 0, 16, 0.5, 2, N_TRAIN)
+    run_grid(FakeBackend(tmp_path), [spec], tmp_path / "out", progress=False)
+    (run_dir(tmp_path / "out", spec) / "done").unlink()
+    other = RunSpec("fig4", "uniform", 0, 16, 0.5, 2, N_TRAIN, subset_mode="first")
+    status = run_grid(FakeBackend(tmp_path), [other], tmp_path / "out", progress=False)
+    assert status[other.run_id].startswith("failed") and "different spec" in status[other.run_id]
+
+
+def test_report_names_failed_runs_and_leaves_them_out(tmp_path):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1), cells=((16, 0.5),), epochs=3)
+    victim = next(s for s in grid if s.arm == "is-paper" and s.seed == 1)
+    run_grid(FakeBackend(tmp_path, crash=(victim.run_id, 2)), grid, tmp_path / "fig4", progress=False)
+    write_report({"fig4": tmp_path / "fig4"}, tmp_path / "R.md", tmp_path / "docs")
+    text = (tmp_path / "R.md").read_text()
+    assert f"`{victim.run_id}`: last logged epoch 1; error: RuntimeError: simulated kill" in text
+    assert "runs: 3 finished of 4 started" in text
+    assert "| b=16, λ=0.5 | is-paper |" in text and "| 1/1 |" in text  # one paired seed left
+
+
+def test_report_labels_a_reduced_scale(tmp_path):
+    text = _report_for(tmp_path, is_gain=0.2)
+    assert "**Reduced scale, not the paper's protocol**: 20 training samples instead of all (random subset)" in text
+    assert "5 epochs instead of 20" in text and "(16, 0.05) not run" in text
+
+
+def test_report_compares_is_with_the_replacement_control(tmp_path):
+    grid = specs(arms=("uniform", "replacement", "is-paper"), seeds=(0, 1), cells=((16, 0.5),), epochs=3)
+    run_grid(FakeBackend(tmp_path, is_gain=0.1), grid, tmp_path / "fig4", progress=False)
+    write_report({"fig4": tmp_path / "fig4"}, tmp_path / "R.md", tmp_path / "docs")
+    text = (tmp_path / "R.md").read_text()
+    assert _verdict(text, "(control, not the paper's) IS beats uniform sampling *with replacement*") == "held"
+
+
+def test_report_warns_when_no_model_beat_the_constant_predictor(tmp_path):
+    def report(constant_error, where):
+        where.mkdir()
+        grid = specs(arms=("uniform", "is-paper"), seeds=(0,), cells=((16, 0.5),), epochs=2)
+        run_grid(FakeBackend(where, constant_error=constant_error), grid, where / "fig4", progress=False)
+        write_report({"fig4": where / "fig4"}, where / "R.md", where / "docs")
+        return (where / "R.md").read_text()
+
+    warning = "No arm beat the constant (majority-class) predictor"
+    assert warning in report(0.01, tmp_path / "a")  # the fake's errors (≥ 0.2) never beat 0.01
+    assert warning not in report(0.45, tmp_path / "b")
+
+
+def test_report_tells_how_often_online_is_switched_on(tmp_path):
+    grid = specs(arms=("uniform", "online"), seeds=(0,), cells=((4, 0.5),), epochs=2)
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "fig4", progress=False)
+    write_report({"fig4": tmp_path / "fig4"}, tmp_path / "R.md", tmp_path / "docs")
+    logged = load_grid(tmp_path / "fig4")
+    last = next(log for log in logged if log.spec.arm == "online").records[-1]
+    share = last["online_is_updates"] / last["online_updates"]
+    assert f"| b=4, λ=0.5 | 1 | {share:.3g} | {last['online_tau']:.3g} |" in (tmp_path / "R.md").read_text()

@@ -35,7 +35,6 @@ import os
 import pickle
 import shlex
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from dltutorials_is.atomic import atomic_pickle, atomic_write_text
 from dltutorials_is.online_is import OnlineImportanceSampler
 from dltutorials_is.samplers import make_sampler, summarize_p
 
@@ -185,34 +185,6 @@ class RunFailed(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_pickle(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=4)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_log(path: Path) -> list[dict]:
@@ -442,16 +414,14 @@ class RunContext:
         if isinstance(inner, OnlineImportanceSampler):
             record.update(online_tau=inner.tau, online_is_updates=inner.is_updates, online_updates=inner.updates)
         if checkpoint is not None:
-            atomic_write_pickle(
-                self.directory / "checkpoint.pkl",
-                {
-                    "epoch": int(epoch),
-                    "backend": checkpoint,
-                    "rng": self.rng.get_state(),
-                    "counters": counters,
-                    "sampler_state": inner.state() if isinstance(inner, OnlineImportanceSampler) else None,
-                },
-            )
+            state = {
+                "epoch": int(epoch),
+                "backend": checkpoint,
+                "rng": self.rng.get_state(),
+                "counters": counters,
+                "sampler_state": inner.state() if isinstance(inner, OnlineImportanceSampler) else None,
+            }
+            atomic_pickle(state, self.directory / "checkpoint.pkl")
         with open(self.directory / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

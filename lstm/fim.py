@@ -85,7 +85,10 @@ def dask_client(args):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.seed <= 0:
+        parser.error("--seed must be positive: the dropout stream (MRG) refuses 0")
     aesara.config.floatX = args.floatX
     options = {"protocol": args.protocol, "n_words": args.n_words, "maxlen": args.maxlen,
                "test_size": args.test_size, "dim_proj": args.dim_proj, "use_dropout": args.use_dropout,

@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tutorial: the original's splits (default); paper: train and test swapped (Wang et al., footnote 4)")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="folder holding imdb.pkl (default: $DLTUTORIALS_DATA or the project's data/)")
-    run.add_argument("--seed", type=int, default=123, help="seed of the numpy RandomState and of the dropout stream (default: 123, the original's)")
+    run.add_argument("--seed", type=positive_int, default=123, help="seed of the numpy RandomState and of the dropout stream, > 0: the MRG stream refuses 0 (default: 123, the original's)")
     run.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="Aesara float type (default: float64)")
 
     sampling = parser.add_argument_group("sampling")

@@ -312,6 +312,25 @@ def locate_original(args, parser) -> tuple[Path | None, Path | None]:
     return folder, None
 
 
+def run_side_by_side(work: Path, start_original, start_port):
+    """Run both independent programs at once and keep their outputs in `work`; return
+    `(original, port)`, or None (after printing why and the ERROR verdict) when either failed."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        original, port = pool.submit(start_original), pool.submit(start_port)
+        original, port = original.result(), port.result()
+    for run in (original, port):
+        (work / f"{run.name}.stdout").write_text(run.stdout)
+        (work / f"{run.name}.stderr").write_text(run.stderr)
+        print(f"{run.name}: exit code {run.returncode}, {run.seconds:.1f} s", flush=True)
+    failed = [run for run in (original, port) if run.returncode != 0]
+    for run in failed:
+        print(f"--- {run.name} failed; the end of its stderr:\n{run.stderr[-3000:]}", flush=True)
+    if failed:
+        print("VERDICT: ERROR (a run failed)")
+        return None
+    return original, port
+
+
 def print_verdict(problems: list, nothing_compared: str | None) -> int:
     """Print the mismatches and the verdict; return the exit code: 0 same, 1 different, 2 nothing compared."""
     for problem in problems[:20]:
@@ -348,20 +367,14 @@ def main_lstm(argv=None) -> int:
         except OriginalNotFound as error:
             sys.exit(f"error: {error}")
         print(f"settings: {settings}", flush=True)
-        with ThreadPoolExecutor(max_workers=2) as pool:  # independent runs: side by side
-            original = pool.submit(run_original, source, imdb_pkl, settings, work / "original", args.timeout)
-            port = pool.submit(run_port, imdb_pkl, settings, work / "port", args.timeout)
-            original, port = original.result(), port.result()
-        for run in (original, port):
-            (work / f"{run.name}.stdout").write_text(run.stdout)
-            (work / f"{run.name}.stderr").write_text(run.stderr)
-            print(f"{run.name}: exit code {run.returncode}, {run.seconds:.1f} s", flush=True)
-        failed = [run for run in (original, port) if run.returncode != 0]
-        for run in failed:
-            print(f"--- {run.name} failed; the end of its stderr:\n{run.stderr[-3000:]}", flush=True)
-        if failed:
-            print("VERDICT: ERROR (a run failed)")
+        runs = run_side_by_side(
+            work,
+            lambda: run_original(source, imdb_pkl, settings, work / "original", args.timeout),
+            lambda: run_port(imdb_pkl, settings, work / "port", args.timeout),
+        )
+        if runs is None:
             return 2
+        original, port = runs
         original_lines, port_lines = progress_lines(original.stdout), progress_lines(port.stdout)
         problems, largest = compare(original_lines, port_lines, args.rtol)
         print(f"compared {len(original_lines)} progress lines ({summarise(original_lines)})")
@@ -524,21 +537,14 @@ def main_rnnrbm(argv=None) -> int:
             sys.exit(f"error: {error}")
         shown = dict(settings, songs=settings["songs"] or "all")
         print(f"settings: {shown}, seed {RNNRBM_SEED:#x}", flush=True)
-        with ThreadPoolExecutor(max_workers=2) as pool:  # independent runs: side by side
-            original = pool.submit(run_rnnrbm_original, source, args.data_dir, settings, work / "original",
-                                   args.timeout)
-            port = pool.submit(run_rnnrbm_port, args.data_dir, settings, work / "port", args.timeout)
-            original, port = original.result(), port.result()
-        for run in (original, port):
-            (work / f"{run.name}.stdout").write_text(run.stdout)
-            (work / f"{run.name}.stderr").write_text(run.stderr)
-            print(f"{run.name}: exit code {run.returncode}, {run.seconds:.1f} s", flush=True)
-        failed = [run for run in (original, port) if run.returncode != 0]
-        for run in failed:
-            print(f"--- {run.name} failed; the end of its stderr:\n{run.stderr[-3000:]}", flush=True)
-        if failed:
-            print("VERDICT: ERROR (a run failed)")
+        runs = run_side_by_side(
+            work,
+            lambda: run_rnnrbm_original(source, args.data_dir, settings, work / "original", args.timeout),
+            lambda: run_rnnrbm_port(args.data_dir, settings, work / "port", args.timeout),
+        )
+        if runs is None:
             return 2
+        original, port = runs
         original_values = original_epoch_values(original.stdout)
         port_values = port_epoch_values(work / "port" / "log.jsonl", args.epochs)
         problems, largest, rows = compare_epochs(original_values, port_values, args.rtol)

@@ -636,12 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fig6", type=Path, default=Path("runs/replication/fig6"))
     p.add_argument("--output", type=Path, default=Path("REPLICATION.md"))
     p.add_argument("--figures", type=Path, default=Path("docs/replication"))
+    p.add_argument("--summary", type=Path, default=None,
+                   help="hand-written markdown placed before the generated sections (e.g. docs/replication/summary.md)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "plot":
         from dltutorials_is.replicate_plots import plot_grid
 
@@ -651,7 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from dltutorials_is.replicate_report import write_report
 
-        write_report({"fig4": args.fig4, "fig6": args.fig6}, args.output, args.figures)
+        if args.summary is not None and not args.summary.is_file():
+            parser.error(f"--summary {args.summary}: no such file")
+        write_report({"fig4": args.fig4, "fig6": args.fig6}, args.output, args.figures, args.summary)
         print(f"wrote {args.output} and figures in {args.figures}")
         return 0
 

@@ -46,13 +46,15 @@ class RnnRbmBackend(Backend):
     sampler still applies. Metric `cost`: the mean per-frame cross-entropy (minus the tutorial's
     pseudo-log-likelihood monitor) over all training chunks, evaluated after each epoch without updates
     (the paper's footnote 6; its "objective function: cross-entropy"); `cd_cost` is the free-energy cost.
+    IS arms also log `grad_var_ratio`, as in Figure 4, on `grad_variance_samples` fixed chunks.
     """
 
     figure = "fig6"
 
-    def __init__(self, data_dir: Path | None = None, floatX: str = "float64"):
+    def __init__(self, data_dir: Path | None = None, floatX: str = "float64", grad_variance_samples: int = 32):
         self.data_dir = data_dir
         self.floatX = floatX
+        self.grad_variance_samples = grad_variance_samples
 
     def protocol_key(self, spec: RunSpec) -> str:
         return f"b{spec.batch_size}_{_subset_key(spec)}"
@@ -130,6 +132,7 @@ class RnnRbmBackend(Backend):
             sampler.bind(cross_entropy)
 
         eval_chunks = [chunks[i] for i in subset_indices(len(chunks), spec.eval_subset, "random")]
+        probe = _variance_probe(len(chunks), self.grad_variance_samples) if spec.uses_fim else None
 
         def metrics():
             with ctx.evaluation(len(eval_chunks)):
@@ -138,8 +141,12 @@ class RnnRbmBackend(Backend):
             # The tutorial's monitor is +inf when a sigmoid saturates to exactly 0 or 1 in floating point
             # (log 0): such a chunk counts MAX_CROSS_ENTROPY (a spike, not a lost run); NaN still fails.
             saturated = int(np.sum(np.isinf(cross_entropy) | (cross_entropy > MAX_CROSS_ENTROPY)))
-            return {"cost": float(np.mean(np.clip(cross_entropy, 0.0, MAX_CROSS_ENTROPY))),
-                    "cd_cost": float(np.mean(values[:, 0])), "saturated_chunks": saturated}
+            result = {"cost": float(np.mean(np.clip(cross_entropy, 0.0, MAX_CROSS_ENTROPY))),
+                      "cd_cost": float(np.mean(values[:, 0])), "saturated_chunks": saturated}
+            if probe is not None:
+                with ctx.evaluation(3 * len(probe)):  # one forward + backward per probed chunk
+                    result["grad_var_ratio"] = _rnnrbm_variance_ratio(model, chunks, probe, ctx.fim["p"][ctx.fim_kind])
+            return result
 
         if ctx.start_epoch == 0:
             ctx.end_epoch(0, metrics())
@@ -391,6 +398,27 @@ def _lstm_variance_ratio(probe, p, batch, f_grad_shared, tparams, trng, floatx) 
 
     rows = gradient_variance(gradient, probe, p)
     _set_mrg_states(trng, saved)
+    return next(r.ratio for r in rows if r.block == WHOLE)
+
+
+def _rnnrbm_variance_ratio(model, chunks, probe, p) -> float:
+    """tr Var(IS one-chunk gradient) / tr Var(uniform), exactly over `probe`, at the current parameters.
+
+    The CD-k gradient is itself random (its Gibbs chain): every probed chunk starts its chain from the
+    same evaluation-stream state (common random numbers), so the ratio measures the variance that
+    comes from *which* chunk is drawn. The stream is put back afterwards, so the run is unchanged.
+    """
+    from dltutorials_is.graphs.rnnrbm import PARAM_NAMES
+    from dltutorials_is.variance import WHOLE, gradient_variance
+
+    saved = model.random_states()
+
+    def gradient(i):
+        model.set_random_states(saved)
+        return dict(zip(PARAM_NAMES, model.gradient_function(chunks[i])))
+
+    rows = gradient_variance(gradient, probe, p)
+    model.set_random_states(saved)
     return next(r.ratio for r in rows if r.block == WHOLE)
 
 

@@ -336,6 +336,7 @@ def figure_section(name: str, out: Path, figures_dir: Path, report_dir: Path) ->
     lines += ["", "### Importance (FIM)", ""] + fim_lines(fim_records, logs) + [""]
 
     lines += online_lines(grouped)
+    lines += variance_lines(grouped)
     lines += learning_lines(grouped, config)
     if epochs < MIN_EPOCHS_FOR_CLAIMS:
         lines += ["Too few epochs logged to judge any claim.", ""]
@@ -368,6 +369,33 @@ def online_lines(grouped: dict) -> list[str]:
             "Share of updates that sampled by importance (τ above its break-even) and the smoothed τ at the end "
             "(means over seeds); with a share of 0 the online arm is uniform sampling plus the cost of scoring.", "",
             "| cell | runs | share of IS updates | final τ |", "|---|---|---|---|"] + rows + [""]
+
+
+def variance_lines(grouped: dict) -> list[str]:
+    """What IS is for: the one-sample gradient variance under P over that under uniform sampling
+    (`grad_var_ratio`, < 1 means P helps), at W(0), over training and at the end."""
+    rows = []
+    for cell in sorted(grouped):
+        for arm in sorted(grouped[cell]):
+            per_run = [[r["grad_var_ratio"] for r in log.records if "grad_var_ratio" in r]
+                       for log in grouped[cell][arm].values()]
+            per_run = [ratios for ratios in per_run if ratios]
+            if not per_run:
+                continue
+            pooled = np.concatenate(per_run)
+            rows.append(f"| b={cell[0]}, λ={cell[1]:g} | {arm} | {len(per_run)} | "
+                        f"{fmt(float(np.mean([r[0] for r in per_run])), 5)} | {fmt(float(np.median(pooled)), 4)} | "
+                        f"{fmt(float(pooled.min()), 4)} | {fmt(float(pooled.max()), 4)} | "
+                        f"{fmt(float(np.mean([r[-1] for r in per_run])), 4)} | {fmt(float(np.mean(pooled < 1)), 3)} |")
+    if not rows:
+        return []
+    return ["### Does P reduce the gradient variance?", "",
+            "tr Var of the one-sample gradient under the arm's P over that under uniform sampling, measured "
+            "exactly on fixed training samples after every epoch (< 1: P reduces the variance, which is all IS "
+            "can offer). Over seeds: the mean at the first logged epoch (0: at W(0)) and at the end; over all "
+            "(seed, epoch) pairs: median, range and the share below 1.", "",
+            "| cell | arm | seeds | first | median | min | max | last | share < 1 |",
+            "|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
 def learning_lines(grouped: dict, config) -> list[str]:
@@ -467,7 +495,9 @@ def full_scale_command(name: str) -> str:
     return f"python -m dltutorials_is.replicate {name} --epochs {FIGURES[name].epochs} --seeds 1 2 3 --n-jobs 2"
 
 
-def write_report(grids: dict[str, Path], output: Path, figures_dir: Path) -> None:
+def write_report(grids: dict[str, Path], output: Path, figures_dir: Path, summary: Path | None = None) -> None:
+    """REPLICATION.md from the grids' logs; `summary` (hand-written markdown: what was chosen and why,
+    what the tables mean) goes first when given, the generated sections follow."""
     output = Path(output)
     report_dir = output.parent.resolve()
     figures_dir = Path(figures_dir).resolve()
@@ -489,6 +519,8 @@ def write_report(grids: dict[str, Path], output: Path, figures_dir: Path) -> Non
         "",
     ]
     lines += [f"    {full_scale_command(name)}" for name in FIGURES] + [""]
+    if summary is not None:
+        lines += [Path(summary).read_text().strip(), ""]
     for name, out in grids.items():
         lines += figure_section(name, Path(out), figures_dir, report_dir)
     output.write_text("\n".join(lines) + "\n")

@@ -74,6 +74,23 @@ class RnnRbmConfig:
         return config
 
 
+def add_model_arguments(group) -> None:
+    """The command-line flags that fix a run's chunks and W(0) (tutorial defaults), shared by
+    rnnrbm/train.py and rnnrbm/fim.py so that a mined P always matches the run that uses it."""
+    d = RnnRbmConfig()
+    group.add_argument("--n-hidden", type=int, default=d.n_hidden, help="RBM hidden units (%(default)s)")
+    group.add_argument("--n-hidden-recurrent", type=int, default=d.n_hidden_recurrent,
+                       help="RNN hidden units (%(default)s)")
+    group.add_argument("--r", type=int, nargs=2, default=d.r, metavar=("LOW", "HIGH"),
+                       help="MIDI pitch range [LOW, HIGH) (%(default)s)")
+    group.add_argument("--dt", type=float, default=d.dt, help="seconds per piano-roll frame (%(default)s)")
+    group.add_argument("--batch-size", type=int, default=d.batch_size, help="frames per training chunk (%(default)s)")
+    group.add_argument("--k", type=int, default=d.k, help="Gibbs steps of CD-k in training (%(default)s)")
+    group.add_argument("--seed", type=int, default=d.seed,
+                       help="numpy seed; the MRG seed, W(0) and shuffles follow from it (%(default)s = 0xbeef)")
+    group.add_argument("--floatX", choices=("float64", "float32"), default=d.floatX, help="(%(default)s)")
+
+
 def evaluation_seed(seed: int) -> int:
     """MRG seed of the evaluation stream: derived from the run seed without touching its RandomState."""
     return int(np.random.RandomState([seed, 1]).randint(1, 1 << 30))
@@ -133,6 +150,15 @@ class RnnRbmModel:
         """chunk -> (cost, monitor) without changing the parameters (own random stream)."""
         e = self.evaluation
         return self._compile([e.v], [e.cost, e.monitor], e.updates)
+
+    @cached_property
+    def gradient_function(self) -> Callable:
+        """chunk -> the CD-k gradient of every parameter (tutorial order), parameters untouched.
+
+        Its Gibbs chain draws from the evaluation stream, so training's draws stay the same."""
+        e = self.evaluation
+        params = [self.params[n] for n in graph.PARAM_NAMES]
+        return self._compile([e.v], aesara.grad(e.cost, params, consider_constant=[e.v_sample]), e.updates)
 
     @cached_property
     def generate_function(self) -> Callable:

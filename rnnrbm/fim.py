@@ -16,22 +16,13 @@ from dltutorials_is import fim
 from dltutorials_is.datasets.download import DataError, default_data_dir
 from dltutorials_is.datasets.nottingham import load_nottingham
 from dltutorials_is.fim_rnnrbm import BASES, DEFAULTS, RnnRbmFimSpec, default_importance_path
-from dltutorials_is.rnnrbm_training import RnnRbmConfig, initial_values
-
-MODEL = RnnRbmConfig()
+from dltutorials_is.rnnrbm_training import RnnRbmConfig, add_model_arguments, initial_values
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("the training run's options (they fix the chunks and W(0))")
-    model.add_argument("--n-hidden", type=int, default=MODEL.n_hidden, help="(%(default)s)")
-    model.add_argument("--n-hidden-recurrent", type=int, default=MODEL.n_hidden_recurrent, help="(%(default)s)")
-    model.add_argument("--r", type=int, nargs=2, default=MODEL.r, metavar=("LOW", "HIGH"), help="(%(default)s)")
-    model.add_argument("--dt", type=float, default=MODEL.dt, help="(%(default)s)")
-    model.add_argument("--batch-size", type=int, default=MODEL.batch_size, help="frames per chunk (%(default)s)")
-    model.add_argument("--k", type=int, default=MODEL.k, help="Gibbs steps of CD-k (%(default)s)")
-    model.add_argument("--seed", type=int, default=MODEL.seed, help="(%(default)s)")
-    model.add_argument("--floatX", choices=("float64", "float32"), default=MODEL.floatX, help="(%(default)s)")
+    add_model_arguments(model)
     model.add_argument("--data-dir", type=Path, default=default_data_dir(), help="(%(default)s)")
     model.add_argument("--max-songs", type=int, default=None, help="only the first N training songs (smoke tests)")
     mining = p.add_argument_group("FIM")

@@ -22,6 +22,7 @@ from dltutorials_is.rnnrbm_training import (
     RnnRbmModel,
     TrainingDiverged,
     TrainingState,
+    add_model_arguments,
     initial_values,
     load_model,
     make_chunk_sampler,
@@ -36,16 +37,9 @@ DEFAULTS = RnnRbmConfig()
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("model and training (defaults: the tutorial's)")
-    model.add_argument("--n-hidden", type=int, default=DEFAULTS.n_hidden, help="RBM hidden units (%(default)s)")
-    model.add_argument("--n-hidden-recurrent", type=int, default=DEFAULTS.n_hidden_recurrent, help="RNN hidden units (%(default)s)")
+    add_model_arguments(model)
     model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD step size (%(default)s)")
-    model.add_argument("--r", type=int, nargs=2, default=DEFAULTS.r, metavar=("LOW", "HIGH"), help="MIDI pitch range [LOW, HIGH) (%(default)s)")
-    model.add_argument("--dt", type=float, default=DEFAULTS.dt, help="seconds per piano-roll frame (%(default)s)")
-    model.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="frames per training chunk (%(default)s)")
     model.add_argument("--num-epochs", type=int, default=DEFAULTS.num_epochs, help="(%(default)s)")
-    model.add_argument("--k", type=int, default=DEFAULTS.k, help="Gibbs steps of CD-k in training (%(default)s)")
-    model.add_argument("--seed", type=int, default=DEFAULTS.seed, help="numpy seed; the MRG seed, W(0) and shuffles follow from it (%(default)s = 0xbeef)")
-    model.add_argument("--floatX", choices=("float64", "float32"), default=DEFAULTS.floatX, help="(%(default)s)")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", type=Path, default=default_data_dir(), help="holds Nottingham/ (%(default)s)")
     data.add_argument("--on-bad", choices=("error", "skip"), default="error", help="unreadable MIDI files: stop, or skip with a warning")

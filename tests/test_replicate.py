@@ -84,8 +84,8 @@ class FakeBackend(Backend):
             regress = spec.arm == self.regress_arm and epoch > 3
             value = value * (1.3 if regress else factor) * (1 + 0.01 * ctx.rng.rand())
             metrics = self.metrics(value)
-            if self.log_grad_variance:
-                metrics["grad_var_ratio"] = 0.5 if spec.arm.startswith("is-") else 1.0
+            if self.log_grad_variance and spec.arm.startswith("is-"):  # as the real backends: IS arms only
+                metrics["grad_var_ratio"] = 0.5
             with ctx.evaluation(N_TRAIN):
                 pass
             ctx.end_epoch(epoch, metrics, checkpoint={"value": value} if self.checkpoints else None)
@@ -326,3 +326,24 @@ def test_report_tells_how_often_online_is_switched_on(tmp_path):
     last = next(log for log in logged if log.spec.arm == "online").records[-1]
     share = last["online_is_updates"] / last["online_updates"]
     assert f"| b=4, λ=0.5 | 1 | {share:.3g} | {last['online_tau']:.3g} |" in (tmp_path / "R.md").read_text()
+
+
+def test_report_summarises_the_gradient_variance_ratio(tmp_path):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.5),), epochs=4)
+    run_grid(FakeBackend(tmp_path, log_grad_variance=True), grid, tmp_path / "fig4", progress=False)
+    output = tmp_path / "REPLICATION.md"
+    write_report({"fig4": tmp_path / "fig4"}, output, tmp_path / "docs")
+    section = output.read_text().split("### Does P reduce the gradient variance?")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| b=16")]
+    assert rows == ["| b=16, λ=0.5 | is-paper | 3 | 0.5 | 0.5 | 0.5 | 0.5 | 0.5 | 1 |"]
+
+
+def test_report_puts_the_hand_written_summary_first(tmp_path):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.5),), epochs=4)
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "fig4", progress=False)
+    summary = tmp_path / "summary.md"
+    summary.write_text("## Summary\n\nWhy λ = 2 was run.\n")
+    output = tmp_path / "REPLICATION.md"
+    write_report({"fig4": tmp_path / "fig4"}, output, tmp_path / "docs", summary)
+    text = output.read_text()
+    assert text.index("Why λ = 2 was run.") < text.index("## Figure 4")

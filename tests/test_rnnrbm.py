@@ -266,3 +266,28 @@ def test_train_script_sampler_flags():
         train_script.parse_args(["--importance", "p.pkl"])
     assert train_script.parse_args(["--sampler", "importance"]).sampler == "importance"
     assert train_script.parse_args([]).sampler == "uniform"
+
+
+def test_chunk_gradient_variance_ratio_ranks_distributions_and_leaves_the_run_alone(model, songs):
+    from dltutorials_is.replicate_backends import _rnnrbm_variance_ratio
+
+    chunks = [song[start:start + 20].astype(model.config.floatX) for song in songs for start in (0, 20)]
+    probe = np.arange(len(chunks))
+    params, states = model.get_params(), model.random_states()
+    norms = []
+    for chunk in chunks:
+        model.set_random_states(states)  # the common Gibbs noise the ratio uses
+        norms.append(np.sqrt(sum(np.sum(g ** 2) for g in model.gradient_function(chunk))))
+    model.set_random_states(states)
+    norms = np.array(norms)
+    assert norms.std() > 0
+
+    def ratio(p):
+        return _rnnrbm_variance_ratio(model, chunks, probe, np.asarray(p, dtype="float64"))
+
+    assert ratio(np.ones(len(chunks))) == pytest.approx(1.0)
+    assert ratio(norms) < 1.0 < ratio(1.0 / norms)  # p ∝ ‖g_i‖ is the optimum (paper eq. 9)
+    for name, value in model.get_params().items():
+        np.testing.assert_array_equal(value, params[name])
+    for key, value in model.random_states().items():
+        np.testing.assert_array_equal(value, states[key])

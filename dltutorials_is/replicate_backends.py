@@ -387,8 +387,6 @@ def _lstm_variance_ratio(probe, p, batch, f_grad_shared, tparams, trng, floatx) 
     f_grad_shared stores the gradient in the optimiser's shared variables without moving the
     parameters; dropout is off, and the dropout stream is put back so training draws are unchanged.
     """
-    from dltutorials_is.variance import WHOLE, gradient_variance
-
     updated = {i.variable.name: i.variable for i in f_grad_shared.maker.inputs if i.update is not None}
     stores = {name: updated[f"{name}_grad"] for name in tparams}  # the optimiser's gradient buffers
     saved = _mrg_states(trng)
@@ -398,9 +396,9 @@ def _lstm_variance_ratio(probe, p, batch, f_grad_shared, tparams, trng, floatx) 
         f_grad_shared(x, mask, y, floatx([1.0]))
         return {name: store.get_value() for name, store in stores.items()}
 
-    rows = gradient_variance(gradient, probe, p)
+    ratio = _whole_variance_ratio(gradient, probe, p)
     _set_mrg_states(trng, saved)
-    return next(r.ratio for r in rows if r.block == WHOLE)
+    return ratio
 
 
 def _rnnrbm_variance_ratio(model, chunks, probe, p) -> float:
@@ -411,7 +409,6 @@ def _rnnrbm_variance_ratio(model, chunks, probe, p) -> float:
     comes from *which* chunk is drawn. The stream is put back afterwards, so the run is unchanged.
     """
     from dltutorials_is.graphs.rnnrbm import PARAM_NAMES
-    from dltutorials_is.variance import WHOLE, gradient_variance
 
     saved = model.random_states()
 
@@ -419,9 +416,16 @@ def _rnnrbm_variance_ratio(model, chunks, probe, p) -> float:
         model.set_random_states(saved)
         return dict(zip(PARAM_NAMES, model.gradient_function(chunks[i])))
 
-    rows = gradient_variance(gradient, probe, p)
+    ratio = _whole_variance_ratio(gradient, probe, p)
     model.set_random_states(saved)
-    return next(r.ratio for r in rows if r.block == WHOLE)
+    return ratio
+
+
+def _whole_variance_ratio(gradient, probe, p) -> float:
+    """The variance ratio (P over uniform) of the whole parameter vector, over the probed samples."""
+    from dltutorials_is.variance import WHOLE, gradient_variance
+
+    return next(r.ratio for r in gradient_variance(gradient, probe, p) if r.block == WHOLE)
 
 
 def _outcome_from_artefact(art: dict, **info) -> FimOutcome:

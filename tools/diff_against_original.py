@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import inspect
 import json
 import math
@@ -342,6 +343,34 @@ def print_verdict(problems: list, nothing_compared: str | None) -> int:
     return 0 if not problems else 1
 
 
+@contextlib.contextmanager
+def workspace(keep: Path | None, prefix: str):
+    """The folder both runs write to: a fresh temporary one, removed afterwards, unless --keep named one."""
+    work = Path(tempfile.mkdtemp(prefix=prefix)) if keep is None else keep
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"outputs kept in {work}", file=sys.stderr)
+
+
+def fetch_original(work: Path, folder: Path | None, git_dir: Path | None, paths: dict[str, str]) -> Path:
+    """The original's files (`paths`: name -> path in the repository) in work/original-source."""
+    source = work / "original-source"
+    source.mkdir(exist_ok=True)
+    try:
+        if git_dir:
+            extract_original(git_dir, source, paths=paths)
+        else:
+            copy_original(folder, source, names=tuple(paths))
+    except OriginalNotFound as error:
+        sys.exit(f"error: {error}")
+    return source
+
+
 def main_lstm(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -357,15 +386,8 @@ def main_lstm(argv=None) -> int:
     if not imdb_pkl.is_file():
         sys.exit(f"error: {imdb_pkl} not found; build it with `python data/prepare_imdb.py`")
 
-    work = Path(tempfile.mkdtemp(prefix="diff-lstm-")) if args.keep is None else args.keep
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        source = work / "original-source"
-        source.mkdir(exist_ok=True)
-        try:
-            extract_original(git_dir, source) if git_dir else copy_original(folder, source)
-        except OriginalNotFound as error:
-            sys.exit(f"error: {error}")
+    with workspace(args.keep, "diff-lstm-") as work:
+        source = fetch_original(work, folder, git_dir, GIT_PATHS)
         print(f"settings: {settings}", flush=True)
         runs = run_side_by_side(
             work,
@@ -380,11 +402,6 @@ def main_lstm(argv=None) -> int:
         print(f"compared {len(original_lines)} progress lines ({summarise(original_lines)})")
         print(f"largest relative difference: {largest:.3g} (allowed {args.rtol:g})")
         return print_verdict(problems, None if original_lines else "no progress lines to compare")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"outputs kept in {work}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,18 +540,8 @@ def main_rnnrbm(argv=None) -> int:
     check_nottingham(args.data_dir)
     settings = {"songs": args.songs, "epochs": args.epochs, "batch_size": args.batch_size, "floatX": args.floatX}
 
-    work = Path(tempfile.mkdtemp(prefix="diff-rnnrbm-")) if args.keep is None else args.keep
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        source = work / "original-source"
-        source.mkdir(exist_ok=True)
-        try:
-            if git_dir:
-                extract_original(git_dir, source, paths=RNNRBM_GIT_PATHS)
-            else:
-                copy_original(folder, source, names=tuple(RNNRBM_GIT_PATHS))
-        except OriginalNotFound as error:
-            sys.exit(f"error: {error}")
+    with workspace(args.keep, "diff-rnnrbm-") as work:
+        source = fetch_original(work, folder, git_dir, RNNRBM_GIT_PATHS)
         shown = dict(settings, songs=settings["songs"] or "all")
         print(f"settings: {shown}, seed {RNNRBM_SEED:#x}", flush=True)
         runs = run_side_by_side(
@@ -552,11 +559,6 @@ def main_rnnrbm(argv=None) -> int:
         print("\n".join(rows))
         print(f"compared {len(rows)} epochs; largest relative difference: {largest:.3g} (allowed {args.rtol:g})")
         return print_verdict(problems, None if original_values else "the original printed no epoch")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"outputs kept in {work}", file=sys.stderr)
 
 
 def main(argv=None) -> int:

@@ -23,11 +23,12 @@ import time
 
 import numpy as np
 import aesara
-import aesara.tensor as at
 from joblib import effective_n_jobs
 
-from dltutorials_is import fim
-from dltutorials_is.fim_lstm import LstmFimSpec, initial_state
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.fim.lstm import LstmFimSpec, initial_state
+from dltutorials_is.models.lstm import LstmModel
+from dltutorials_is.sampling.samplers import UniformSampler
 
 
 def compare_trainers(train, params, options, reviews, eps, lr):
@@ -73,22 +74,14 @@ def mine_sample(train, params, options, k, n_jobs, eps, lr):
 
 
 def time_uniform_epoch(train, params, options, updates, batch_size=16):
-    from dltutorials_is.datasets.imdb import prepare_data
-    from dltutorials_is.graphs.lstm import build_model, random_stream, to_shared
-    from dltutorials_is.optimisers import get_optimiser
-    from dltutorials_is.samplers import UniformSampler
-
-    tparams = to_shared(params)
-    model = build_model(tparams, {**options, "use_dropout": True}, random_stream(options["seed"]))
-    grads = at.grad(model.cost, wrt=list(tparams.values()))
-    f_grad_shared, f_update = get_optimiser("adadelta")(at.scalar(name="lr"), tparams, grads, model.inputs, model.cost)
+    model = LstmModel({**options, "use_dropout": True, "ydim": params["U"].shape[1], "optimizer": "adadelta"},
+                      train, options["seed"])
+    model.set_params(params)
+    model.optimiser  # compiled before the clock starts
     batches = UniformSampler(len(train[0]), batch_size).epoch(np.random.RandomState(0))
-    model.use_noise.set_value(np.asarray(1.0, dtype=aesara.config.floatX))
     start = time.perf_counter()
     for index, weights in batches[:updates]:
-        x, mask, y = prepare_data([train[0][t] for t in index], [train[1][t] for t in index])
-        f_grad_shared(x, mask, y, weights.astype(aesara.config.floatX))
-        f_update(1e-4)
+        model.train_step(index, weights)
     per_update = (time.perf_counter() - start) / min(updates, len(batches))
     epoch = per_update * len(batches)
     print(f"3. one uniform epoch (adadelta, batch {batch_size}, {len(batches)} updates, one process): "

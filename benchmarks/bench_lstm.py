@@ -54,19 +54,15 @@ def load_training_set(protocol, data_dir):
 
 
 def port_step(floatX):
-    """``(update(x, mask, y), seconds to build and compile)`` for our port's training step."""
-    import aesara.tensor as at
-
-    from dltutorials_is.graphs.lstm import build_model, floatx, init_params, random_stream, to_shared
-    from dltutorials_is.optimisers import get_optimiser
+    """``(update(x, mask, y), seconds to build and compile)`` for our port's training step: the
+    model's own compiled pair, fed the same prepared minibatches as the original's."""
+    from dltutorials_is.graphs.lstm import floatx
+    from dltutorials_is.models.lstm import LstmModel
 
     start = time.perf_counter()
-    tparams = to_shared(init_params(OPTIONS, np.random.RandomState(SEED)))
-    model = build_model(tparams, OPTIONS, random_stream(SEED))
-    grads = at.grad(model.cost, wrt=list(tparams.values()))
-    f_grad_shared, f_update = get_optimiser("adadelta")(at.scalar(name="lr"), tparams, grads,
-                                                        model.inputs, model.cost)
-    model.use_noise.set_value(floatx(1.0))
+    model = LstmModel(dict(OPTIONS, optimizer="adadelta"), ([], []), SEED)
+    f_grad_shared, f_update = model.optimiser.f_grad_shared, model.optimiser.f_update
+    model.graph.use_noise.set_value(floatx(1.0))
 
     def update(x, mask, y):
         cost = f_grad_shared(x, mask, y, np.ones(len(y), dtype=floatX))

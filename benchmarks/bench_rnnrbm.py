@@ -38,17 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dltutorials_is.datasets.download import default_data_dir  # noqa: E402  (configures Aesara's BLAS first)
 from dltutorials_is.datasets.nottingham import load_nottingham  # noqa: E402
-from dltutorials_is.fim import FIMError, load_importance  # noqa: E402
-from dltutorials_is.fim_rnnrbm import RnnRbmFimSpec, init_fingerprint  # noqa: E402
-from dltutorials_is.rnnrbm_training import (  # noqa: E402
-    RnnRbmConfig,
-    RnnRbmModel,
-    chunk_arrays,
-    initial_values,
-    make_chunks,
-    training_fingerprint,
-)
-from dltutorials_is.samplers import ImportanceSampler  # noqa: E402
+from dltutorials_is.datasets.chunks import chunk_arrays, training_fingerprint  # noqa: E402
+from dltutorials_is.fim.driver import FIMError, load_importance  # noqa: E402
+from dltutorials_is.fim.rnnrbm import RnnRbmFimSpec, init_fingerprint  # noqa: E402
+from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values  # noqa: E402
+from dltutorials_is.sampling.samplers import ImportanceSampler  # noqa: E402
 
 
 def load() -> str:
@@ -78,33 +72,34 @@ def matching_p(paths: list[Path], songs, config: RnnRbmConfig, n: int) -> tuple[
 
 
 def bench_training(config: RnnRbmConfig, songs, args, rng: np.random.RandomState) -> None:
-    chunks = make_chunks(songs, config.batch_size)
-    arrays = chunk_arrays(songs, chunks, config.batch_size)
-    n = len(chunks)
+    arrays = chunk_arrays(songs, config.batch_size)
+    n = len(arrays)
     frames = np.array([len(a) for a in arrays])
     print(f"  {n} chunks of <= {config.batch_size} frames (mean {frames.mean():.1f} frames)")
 
-    model = RnnRbmModel(config, np.random.RandomState(config.seed))
+    model = RnnRbmModel(config, np.random.RandomState(config.seed), arrays)
     start = time.perf_counter()
-    train_step, evaluate = model.train_function, model.evaluate_function
+    model.train_function, model.evaluate_function
     print(f"  compile (training + evaluation functions): {time.perf_counter() - start:.1f} s   [{load()}]")
 
-    one = np.asarray(1.0, dtype=config.floatX)
+    def train_step(i, weight):
+        model.train_step(np.array([i]), np.array([weight]))
+
     uniform = rng.choice(n, size=min(args.chunks, n), replace=False)
-    per_update = median_seconds(lambda: [train_step(arrays[i], one) for i in uniform], args.repeats) / len(uniform)
+    per_update = median_seconds(lambda: [train_step(i, 1.0) for i in uniform], args.repeats) / len(uniform)
     print(f"  uniform epoch: {per_update * n:.1f} s  ({per_update * 1e3:.1f} ms per update x {n} updates; "
           f"extrapolated from {len(uniform)} random chunks, mean {frames[uniform].mean():.1f} frames)   [{load()}]")
 
     p, source = matching_p(args.importance, songs, config, n)
     sampler = ImportanceSampler(p, 1)
-    draws = [(int(i[0]), np.asarray(w[0], dtype=config.floatX)) for i, w in sampler.epoch(rng)[: args.chunks]]
+    draws = [(int(i[0]), float(w[0])) for i, w in sampler.epoch(rng)[: args.chunks]]
     per_update = median_seconds(lambda: [train_step(arrays[i], w) for i, w in draws], args.repeats) / len(draws)
     drawn_frames = frames[[i for i, _ in draws]].mean()
     print(f"  IS epoch: {per_update * n:.1f} s  ({per_update * 1e3:.1f} ms per update x {n} draws; extrapolated "
           f"from the first {len(draws)} draws, mean {drawn_frames:.1f} frames; E_P[frames] = {p @ frames:.1f}; "
           f"{source})   [{load()}]")
 
-    per_chunk = median_seconds(lambda: [evaluate(arrays[i]) for i in uniform], args.repeats) / len(uniform)
+    per_chunk = median_seconds(lambda: [model.evaluate_function(arrays[i]) for i in uniform], args.repeats) / len(uniform)
     print(f"  evaluation pass over the training chunks: {per_chunk * n:.1f} s  ({per_chunk * 1e3:.1f} ms per chunk; "
           f"extrapolated from the uniform arm's chunks)   [{load()}]")
 

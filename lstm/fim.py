@@ -21,27 +21,16 @@ from pathlib import Path
 
 import aesara
 
-from dltutorials_is import fim
 from dltutorials_is.datasets.download import DataError
-from dltutorials_is.datasets.imdb import PROTOCOLS
-from dltutorials_is.fim_lstm import BASES, DEFAULTS, TRAINERS, LstmFimSpec, default_importance_path, initial_state
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.fim.lstm import BASES, DEFAULTS, TRAINERS, LstmFimSpec, default_importance_path, initial_state
+from dltutorials_is.flags import add_lstm_model_arguments, lstm_run_options
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run = parser.add_argument_group("the training run whose P this is (same defaults as lstm/train.py)")
-    run.add_argument("--protocol", choices=PROTOCOLS, default="tutorial", help="(default: %(default)s)")
-    run.add_argument("--data-dir", type=Path, default=None, help="folder holding imdb.pkl")
-    run.add_argument("--seed", type=int, default=123, help="(default: %(default)s)")
-    run.add_argument("--dim-proj", type=int, default=128, help="(default: %(default)s)")
-    run.add_argument("--n-words", type=int, default=10000, help="(default: %(default)s)")
-    run.add_argument("--maxlen", type=int, default=100, help="(default: %(default)s)")
-    run.add_argument("--test-size", type=int, default=500,
-                     help="changes W(0), since the test subsample is drawn first (default: %(default)s)")
-    run.add_argument("--decay-c", type=float, default=0.0, help="(default: %(default)s)")
-    run.add_argument("--use-dropout", action=argparse.BooleanOptionalAction, default=True,
-                     help="the model has dropout; private training then runs in training mode (default: on)")
-    run.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="(default: %(default)s)")
+    model = parser.add_argument_group("the training run whose P this is (same flags and defaults as lstm/train.py)")
+    add_lstm_model_arguments(model, model)
 
     mining = parser.add_argument_group("FIM")
     mining.add_argument("--eps", type=float, default=DEFAULTS["eps"],
@@ -87,12 +76,8 @@ def dask_client(args):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.seed <= 0:
-        parser.error("--seed must be positive: the dropout stream (MRG) refuses 0")
     aesara.config.floatX = args.floatX
-    options = {"protocol": args.protocol, "n_words": args.n_words, "maxlen": args.maxlen,
-               "test_size": args.test_size, "dim_proj": args.dim_proj, "use_dropout": args.use_dropout,
-               "decay_c": args.decay_c, "seed": args.seed}
+    options = lstm_run_options(args)
     try:
         train, params = initial_state(options, args.seed, args.data_dir)
         bases = (args.base, *[b for b in BASES if b != args.base])

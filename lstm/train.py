@@ -16,56 +16,20 @@ from pathlib import Path
 import aesara
 
 from dltutorials_is.datasets.download import DataError
-from dltutorials_is.datasets.imdb import PROTOCOLS
-from dltutorials_is.fim import SCORE_KINDS, FIMError
+from dltutorials_is.fim.driver import SCORE_KINDS, FIMError
+from dltutorials_is.fim.lstm import load_or_mine_lstm_importance
+from dltutorials_is.flags import (
+    add_lstm_model_arguments,
+    non_negative_int,
+    period,
+    positive_float,
+    positive_int,
+)
 from dltutorials_is.graphs.lstm import ModelFileError
 from dltutorials_is.optimisers import OPTIMISERS
-from dltutorials_is.training import DIVERGED, train_lstm
+from dltutorials_is.tutorials.lstm import DIVERGED, train_lstm
 
 SAMPLERS = ("uniform", "replacement")  # --is gives the third, "importance"
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def period(text: str) -> int:
-    """A number of updates, or -1 for once per epoch."""
-    value = int(text)
-    if value <= 0 and value != -1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of updates or -1 (once per epoch), got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
-
-
-def vocabulary_size(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (0 is padding, 1 unknown), got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,18 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         model.add_argument(*names, dest=original, **kwargs)
 
     model = parser.add_argument_group("hyperparameters of the original train_lstm")
-    hyper("--dim-proj", "dim_proj", type=positive_int, default=128,
-          help="word embedding dimension and number of LSTM hidden units")
+    run = parser.add_argument_group("data, randomness and precision")
+    add_lstm_model_arguments(model, run)
     hyper("--patience", "patience", type=non_negative_int, default=10,
           help="validations without improvement before early stopping (the original calls them epochs)")
     hyper("--max-epochs", "max_epochs", type=positive_int, default=100, help="the maximum number of epochs to run")
     hyper("--disp-freq", "dispFreq", type=positive_int, default=10,
           help="display the training cost every N updates")
-    hyper("--decay-c", "decay_c", type=non_negative_float, default=0.0,
-          help="weight decay for the classifier, applied to the U weights")
     hyper("--lrate", "lrate", type=positive_float, default=0.0001,
           help="learning rate for sgd (not used by adadelta and rmsprop)")
-    hyper("--n-words", "n_words", type=vocabulary_size, default=10000, help="vocabulary size")
     hyper("--optimizer", "optimizer", choices=list(OPTIMISERS), default="adadelta",
           help="sgd is very hard to use and not recommended")
     hyper("--saveto", "saveto", default="lstm_model.npz",
@@ -98,26 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
           help="compute the validation error every N updates (-1: once per epoch)")
     hyper("--save-freq", "saveFreq", type=period, default=1110,
           help="save the parameters every N updates (-1: once per epoch)")
-    hyper("--maxlen", "maxlen", type=non_negative_int, default=100,
-          help="training reviews this long or longer are left out (0: keep all)")
     hyper("--batch-size", "batch_size", type=positive_int, default=16, help="the batch size during training")
     hyper("--valid-batch-size", "valid_batch_size", type=positive_int, default=64,
           help="the batch size for the validation and test sets")
     hyper("--noise-std", "noise_std", type=float, default=0.0, help="unused, as in the original")
-    hyper("--use-dropout", "use_dropout", action=argparse.BooleanOptionalAction, default=True,
-          help="dropout on the pooled LSTM output (without: slightly faster, worse test error)")
     hyper("--reload-model", "reload_model", type=Path, default=None,
           help="path of a saved .npz model to start from")
-    hyper("--test-size", "test_size", type=int, default=500,
-          help="if > 0, evaluate on a random subset of this many test reviews")
-
-    run = parser.add_argument_group("data, randomness and precision")
-    run.add_argument("--protocol", choices=PROTOCOLS, default="tutorial",
-                     help="tutorial: the original's splits (default); paper: train and test swapped (Wang et al., footnote 4)")
-    run.add_argument("--data-dir", type=Path, default=None,
-                     help="folder holding imdb.pkl (default: $DLTUTORIALS_DATA or the project's data/)")
-    run.add_argument("--seed", type=positive_int, default=123, help="seed of the numpy RandomState and of the dropout stream, > 0: the MRG stream refuses 0 (default: 123, the original's)")
-    run.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="Aesara float type (default: float64)")
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--sampler", choices=SAMPLERS, default=None,
@@ -151,17 +98,7 @@ HYPERPARAMETERS = (
 
 
 def fim_importance(args: argparse.Namespace):
-    """The `--is` hook: an `ImportanceProvider` giving FIM's P once the training set and W(0) exist.
-
-    FIM for the LSTM lives in `dltutorials_is.fim_lstm` (not in this script).
-    """
-    try:
-        from dltutorials_is.fim_lstm import load_or_mine_lstm_importance
-    except ImportError as error:
-        if error.name not in ("dltutorials_is.fim_lstm", None):
-            raise
-        sys.exit("error: --is needs Fast Importance Mining for the LSTM (dltutorials_is/fim_lstm.py), "
-                 "which this version does not have yet; train without --is")
+    """The `--is` hook: an `ImportanceProvider` giving FIM's P once the training set and W(0) exist."""
 
     def provider(train, initial_params, model_options):
         return load_or_mine_lstm_importance(

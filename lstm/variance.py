@@ -15,17 +15,14 @@ import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS bef
 
 import argparse
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import aesara
-import aesara.tensor as at
 
-from dltutorials_is import fim
 from dltutorials_is.datasets.download import DataError
-from dltutorials_is.datasets.imdb import PROTOCOLS
-from dltutorials_is.fim_lstm import (
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.fim.lstm import (
     BASES,
     LstmFimSpec,
     default_importance_path,
@@ -33,37 +30,16 @@ from dltutorials_is.fim_lstm import (
     initial_state,
     train_fingerprint,
 )
-from dltutorials_is.graphs.lstm import ModelFileError, build_model, cell_input_weights, load_params, random_stream, to_shared
-from dltutorials_is.variance import format_variance, gradient_variance
-
-
-def per_review_gradient(train, params: OrderedDict, options: dict):
-    """i → {parameter name: gradient of review i's loss}, from the tutorial's graph at batch 1."""
-    tparams = to_shared(params)
-    model = build_model(tparams, options, random_stream(options["seed"]))
-    model.use_noise.set_value(np.asarray(0.0, dtype=aesara.config.floatX))
-    f_grad = aesara.function(model.inputs, at.grad(model.cost, wrt=list(tparams.values())), name="f_grad")
-    one = np.ones(1, dtype=aesara.config.floatX)
-
-    def gradient(i):
-        x = np.asarray(train[0][i], dtype="int64")[:, None]
-        mask = np.ones(x.shape, dtype=aesara.config.floatX)
-        return OrderedDict(zip(tparams, f_grad(x, mask, np.array([train[1][i]], dtype="int64"), one)))
-
-    return gradient
+from dltutorials_is.flags import add_lstm_model_arguments, lstm_run_options
+from dltutorials_is.graphs.lstm import ModelFileError, load_params
+from dltutorials_is.models.lstm import LstmModel
+from dltutorials_is.sampling.variance import format_variance, gradient_variance
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="tutorial")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--dim-proj", type=int, default=128)
-    parser.add_argument("--n-words", type=int, default=10000)
-    parser.add_argument("--maxlen", type=int, default=100)
-    parser.add_argument("--test-size", type=int, default=500)
-    parser.add_argument("--use-dropout", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--floatX", choices=("float64", "float32"), default="float64")
+    model = parser.add_argument_group("the training run (same flags and defaults as lstm/train.py)")
+    add_lstm_model_arguments(model, model)
     parser.add_argument("--importance", type=Path, default=None, help="FIM file (default: lstm/fim.py's name)")
     parser.add_argument("--score", choices=fim.SCORE_KINDS, nargs="+", default=["norm"],
                         help="one or more score kinds, one table each (default: norm)")
@@ -77,9 +53,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     aesara.config.floatX = args.floatX
 
-    options = {"protocol": args.protocol, "n_words": args.n_words, "maxlen": args.maxlen,
-               "test_size": args.test_size, "dim_proj": args.dim_proj, "use_dropout": args.use_dropout,
-               "seed": args.seed}
+    options = lstm_run_options(args)
     try:
         train, params = initial_state(options, args.seed, args.data_dir)
         m = min(args.samples, len(train[0]))
@@ -102,12 +76,11 @@ def main(argv=None) -> int:
             where = str(args.params)
     except (DataError, fim.FIMError, ModelFileError, ValueError) as error:
         sys.exit(f"error: {error}")
-    dim = args.dim_proj
-    views = {"Wc": lambda g: cell_input_weights(g["lstm_W"], dim), "lstm_W": lambda g: g["lstm_W"],
-             "lstm_U": lambda g: g["lstm_U"], "Wemb": lambda g: g["Wemb"], "U": lambda g: g["U"]}
-    gradient = per_review_gradient(train, params, options)
+    model = LstmModel({**options, "ydim": int(np.max(train[1])) + 1}, train, args.seed)
+    model.set_params(params)
+    views = {base: (lambda g, base=base: model.base_matrices(g)[base]) for base in BASES}
     for score, p in ps.items():
-        rows = gradient_variance(gradient, subset, p, blocks=views, progress=True)
+        rows = gradient_variance(model.gradient, subset, p, blocks=views, progress=True)
         print(f"gradients at {where}; P = {score} scores of {args.base}")
         print(format_variance(rows, m))
     return 0

@@ -12,17 +12,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from dltutorials_is import fim
 from dltutorials_is.datasets.download import DataError, default_data_dir
 from dltutorials_is.datasets.nottingham import load_nottingham
-from dltutorials_is.fim_rnnrbm import BASES, DEFAULTS, RnnRbmFimSpec, default_importance_path
-from dltutorials_is.rnnrbm_training import RnnRbmConfig, add_model_arguments, initial_values
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.fim.rnnrbm import BASES, DEFAULTS, RnnRbmFimSpec, default_importance_path
+from dltutorials_is.flags import add_rnnrbm_model_arguments
+from dltutorials_is.models.rnnrbm import RnnRbmConfig, initial_values
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("the training run's options (they fix the chunks and W(0))")
-    add_model_arguments(model)
+    add_rnnrbm_model_arguments(model)
     model.add_argument("--data-dir", type=Path, default=default_data_dir(), help="(%(default)s)")
     model.add_argument("--max-songs", type=int, default=None, help="only the first N training songs (smoke tests)")
     mining = p.add_argument_group("FIM")

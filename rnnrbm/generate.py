@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dltutorials_is.datasets.midi import midiwrite  # noqa: E402
-from dltutorials_is.rnnrbm_training import CheckpointError, load_model  # noqa: E402
+from dltutorials_is.tutorials.rnnrbm import CheckpointError, load_model  # noqa: E402
 
 
 def save_piano_roll_png(path: Path, piano_roll, r, dt) -> None:

@@ -12,24 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from dltutorials_is.datasets.chunks import make_chunks
 from dltutorials_is.datasets.download import DataError, default_data_dir
 from dltutorials_is.datasets.nottingham import load_nottingham
-from dltutorials_is.fim import SCORE_KINDS, FIMError
-from dltutorials_is.fim_rnnrbm import BASES
-from dltutorials_is.rnnrbm_training import (
-    CheckpointError,
-    RnnRbmConfig,
-    RnnRbmModel,
-    TrainingDiverged,
-    TrainingState,
-    add_model_arguments,
-    initial_values,
-    load_model,
-    make_chunk_sampler,
-    make_chunks,
-    train,
-)
-from dltutorials_is.samplers import format_p_summary
+from dltutorials_is.fim.driver import SCORE_KINDS, FIMError
+from dltutorials_is.fim.rnnrbm import BASES, load_or_mine_rnnrbm_importance
+from dltutorials_is.flags import add_rnnrbm_model_arguments
+from dltutorials_is.loop import TrainingDiverged
+from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values
+from dltutorials_is.sampling.samplers import format_p_summary, make_chunk_sampler
+from dltutorials_is.tutorials.rnnrbm import CheckpointError, TrainingState, load_model, train
 
 DEFAULTS = RnnRbmConfig()
 
@@ -37,7 +29,7 @@ DEFAULTS = RnnRbmConfig()
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("model and training (defaults: the tutorial's)")
-    add_model_arguments(model)
+    add_rnnrbm_model_arguments(model)
     model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD step size (%(default)s)")
     model.add_argument("--num-epochs", type=int, default=DEFAULTS.num_epochs, help="(%(default)s)")
     data = p.add_argument_group("data")
@@ -85,8 +77,6 @@ def load_songs(args, config: RnnRbmConfig, split: str) -> list[np.ndarray]:
 
 def importance_p(args, config: RnnRbmConfig, train_songs) -> np.ndarray:
     """FIM's P over the training chunks for this run's W(0) (mined first if the artefact is absent)."""
-    from dltutorials_is.fim_rnnrbm import load_or_mine_rnnrbm_importance
-
     return load_or_mine_rnnrbm_importance(args.importance, train_songs, initial_values(config), config,
                                           score=args.score, base=args.base)
 

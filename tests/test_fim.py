@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dltutorials_is import fim
-from dltutorials_is.samplers import ImportanceSampler
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.io import fingerprint
+from dltutorials_is.sampling import variance
+from dltutorials_is.sampling.samplers import ImportanceSampler
 
 
 class ToyLogisticSpec:
@@ -28,8 +30,8 @@ class ToyLogisticSpec:
         self.n_samples = n
         self.seed, self.eps, self.lr, self.max_iters = seed, eps, lr, max_iters
         self.delay, self.trace, self.build_trace = delay, trace, build_trace  # test hooks
-        self.train_fingerprint = fim.fingerprint(self.x, self.y)
-        self.init_fingerprint = fim.fingerprint(self.w0, self.b0)
+        self.train_fingerprint = fingerprint(self.x, self.y)
+        self.init_fingerprint = fingerprint(self.w0, self.b0)
 
     def config(self):
         return {"eps": self.eps, "lr": self.lr, "max_iters": self.max_iters, "norm": "fro",
@@ -246,8 +248,6 @@ def _brute_force_variance(g, q):
 
 
 def test_variance_matches_brute_force_enumeration():
-    from dltutorials_is import variance
-
     grads = _gradients()
     n = 20
     subset = np.arange(3, 15)
@@ -269,8 +269,6 @@ def test_variance_matches_brute_force_enumeration():
 
 
 def test_variance_ratio_is_one_for_uniform_p_and_errors_are_clear():
-    from dltutorials_is import variance
-
     grads = _gradients()
     fn = lambda i: {"W": grads["W"][i], "b": grads["b"][i]}  # noqa: E731
     (row,) = variance.gradient_variance(fn, np.arange(12), np.full(12, 1 / 12))
@@ -282,8 +280,6 @@ def test_variance_ratio_is_one_for_uniform_p_and_errors_are_clear():
 
 
 def test_variance_of_a_view_such_as_a_slice_of_a_block():
-    from dltutorials_is import variance
-
     grads = _gradients()
     p = np.random.RandomState(2).dirichlet(np.ones(12))
     rows = variance.gradient_variance(lambda i: {"W": grads["W"][i], "b": grads["b"][i]}, np.arange(12), p,

@@ -9,18 +9,19 @@ import pytest
 import aesara
 import aesara.tensor as at
 
-from dltutorials_is import fim
-from dltutorials_is.fim_lstm import (
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.fim.lstm import (
     BASES,
     LstmFimSpec,
     init_fingerprint,
     initial_state,
     load_or_mine_lstm_importance,
-    reseed_dropout,
     train_fingerprint,
 )
-from dltutorials_is.fim_lstm_kernels import LSTMForward
+from dltutorials_is.fim.lstm_kernels import LSTMForward
 from dltutorials_is.graphs.lstm import dropout, init_params, random_stream
+from dltutorials_is.models.base import reseed_first_streams
+from dltutorials_is.tutorials.lstm import train_lstm
 
 N_WORDS, DIM = 30, 6
 OPTIONS = {"n_words": N_WORDS, "dim_proj": DIM, "ydim": 2, "use_dropout": True, "seed": 123, "protocol": "tutorial"}
@@ -80,7 +81,7 @@ def test_partial_reseed_gives_the_masks_of_a_full_reseed():
     ones = np.ones((1, 16))
     for seed in (7, 123456):
         full.seed(seed)
-        reseed_dropout(partial, seed, 16)
+        reseed_first_streams(partial, seed, 16)
         for _ in range(3):
             np.testing.assert_array_equal(f_full(ones), f_partial(ones))
 
@@ -125,8 +126,6 @@ def write_tiny_imdb(data_dir, n_train=40, n_test=12):
 
 
 def test_initial_state_is_the_main_runs_w0(tmp_path):
-    from dltutorials_is.training import train_lstm
-
     write_tiny_imdb(tmp_path)
     options = {"protocol": "tutorial", "n_words": N_WORDS, "maxlen": 7, "test_size": 5, "dim_proj": DIM}
     seen = {}

@@ -17,9 +17,10 @@ import pytest
 import aesara
 import aesara.tensor as at
 
-from dltutorials_is import training
 from dltutorials_is.graphs import lstm as graph
-from dltutorials_is.optimisers import OPTIMISERS, get_optimiser
+from dltutorials_is.models import lstm as model_module
+from dltutorials_is.optimisers import OPTIMISERS, Optimiser, get_optimiser
+from dltutorials_is.tutorials import lstm as training
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO / "data"
@@ -197,7 +198,7 @@ def test_optimisers_apply_the_tutorials_update_rules(name):
     cost = (weights * per_sample).mean()
     (grad,) = at.grad(cost, wrt=[tparams["W"]])
     lr = at.scalar("lr")
-    f_grad_shared, f_update = get_optimiser(name)(lr, tparams, [grad], [a, target, weights], cost)
+    f_grad_shared, f_update, _, _ = get_optimiser(name)(lr, tparams, [grad], [a, target, weights], cost)
 
     w = np.ones(5) * 0.7
     grads = []
@@ -263,11 +264,12 @@ def test_reload_model_loads_the_file_it_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no lstm_model.npz here: the original would have loaded that name
     loaded = {}
 
-    def capture(tparams, options, trng):
-        loaded.update(graph.get_values(tparams))
-        raise ModelBuilt
+    class Capturing(model_module.LstmModel):
+        def set_params(self, values):
+            loaded.update(values)
+            raise ModelBuilt
 
-    monkeypatch.setattr(training, "build_model", capture)
+    monkeypatch.setattr(training, "LstmModel", Capturing)
     with pytest.raises(ModelBuilt):
         training.train_lstm(reload_model=str(tmp_path / "elsewhere.npz"), saveto="", **SMALL_RUN)
     for name in graph.PARAM_NAMES:
@@ -295,11 +297,11 @@ def test_a_nan_cost_stops_training_without_applying_it_and_keeps_the_last_good_m
                     shared.set_value(shared.get_value() + 1.0)
                 good_values.append(graph.get_values(tparams))
 
-            return f_grad_shared, f_update
+            return Optimiser(f_grad_shared, f_update, [], [])
 
         return build
 
-    monkeypatch.setattr(training, "get_optimiser", optimiser_failing_at_update_3)
+    monkeypatch.setattr(model_module, "get_optimiser", optimiser_failing_at_update_3)
     saveto = tmp_path / "model.npz"
     result = training.train_lstm(max_epochs=2, saveto=str(saveto), **SMALL_RUN)
     out = capsys.readouterr().out
@@ -330,11 +332,11 @@ def test_importance_sampling_gets_p_late_and_passes_its_weights(monkeypatch):
                 weights_passed.append(weights)
                 return np.asarray(0.69)
 
-            return f_grad_shared, lambda lrate: None
+            return Optimiser(f_grad_shared, lambda lrate: None, [], [])
 
         return build
 
-    monkeypatch.setattr(training, "get_optimiser", recording_optimiser)
+    monkeypatch.setattr(model_module, "get_optimiser", recording_optimiser)
     training.train_lstm(max_epochs=1, saveto="", sampler="importance", p=provider, **SMALL_RUN)
     assert seen["n"] == 69 and seen["params"] == set(graph.PARAM_NAMES)
     weights = np.concatenate(weights_passed)
@@ -385,13 +387,6 @@ def test_missing_data_names_the_command_that_builds_it(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         train_script.main(["--data-dir", str(tmp_path), "--saveto", ""])
     assert "python data/prepare_imdb.py" in str(exit_.value.code)
-
-
-def test_is_without_fim_says_what_is_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "dltutorials_is.fim_lstm", None)
-    with pytest.raises(SystemExit) as exit_:
-        train_script.fim_importance(train_script.parse_args(["--is"]))
-    assert "fim_lstm" in str(exit_.value.code)
 
 
 # ---------------------------------------------------------------------------------------------

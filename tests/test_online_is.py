@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dltutorials_is.online_is import OnlineImportanceSampler, break_even_tau, equivalent_batch_increment
+from dltutorials_is.sampling.online import OnlineImportanceSampler, break_even_tau, equivalent_batch_increment
 
 N = 12
 # Toy per-sample "gradients" (2-d) with very different sizes; the score is the gradient norm.
@@ -102,7 +102,7 @@ def test_same_seed_same_batches_and_state_round_trip():
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
     restored = OnlineImportanceSampler(N, 3, 9, tau_threshold=1.05).bind(norm_scores)
-    restored.load_state(sampler_a.state())
+    restored.set_state(sampler_a.get_state())
     rng_a, rng_b = np.random.RandomState(9), np.random.RandomState(9)
     for _ in range(10):
         for x, y in zip(sampler_a.next_batch(rng_a), restored.next_batch(rng_b)):

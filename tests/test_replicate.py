@@ -1,45 +1,68 @@
-"""The replication grid (dltutorials_is/replicate*.py) with a fake, instant model backend."""
-import json
+"""The replication grid (dltutorials_is/replicate/) with a fake, instant model behind the real loop."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dltutorials_is.replicate import (
-    Backend,
-    FimOutcome,
-    RunSpec,
-    build_parser,
-    grid_specs,
-    load_grid,
-    main,
-    read_log,
-    run_dir,
-    run_grid,
-    _parse_cells,
-    FIGURES,
-)
-from dltutorials_is.replicate_plots import plot_grid
-from dltutorials_is.replicate_report import regression_fraction, sign_flip_p, write_report
+from dltutorials_is.io import read_json_lines as read_log
+from dltutorials_is.models.base import StepResult
+from dltutorials_is.replicate.__main__ import _parse_cells, build_parser
+from dltutorials_is.replicate.grid import Backend, Experiment, FimOutcome, run_grid
+from dltutorials_is.replicate.plots import plot_grid
+from dltutorials_is.replicate.report import regression_fraction, sign_flip_p, write_report
+from dltutorials_is.replicate.runs import load_grid
+from dltutorials_is.replicate.specs import FIGURES, RunSpec, grid_specs, run_dir
 
 N_TRAIN = 20
 PRIVATE_STEPS = 7 * N_TRAIN
 
 
+class FakeModel:
+    """A 'model' whose error shrinks by a factor per epoch (spread over its updates), with its own noise
+    stream as part of its state; it records every resumption in `state_dir`."""
+
+    BASES = ("w",)
+
+    def __init__(self, spec, factor, regress_arm, state_dir):
+        self.spec, self.factor, self.regress_arm, self.state_dir = spec, factor, regress_arm, state_dir
+        self.n_train = N_TRAIN
+        self.updates_per_epoch = -(-N_TRAIN // spec.batch_size)
+        self.value, self.updates = 0.5, 0
+        self.noise = np.random.RandomState(spec.seed)
+
+    @property
+    def epoch(self) -> int:
+        return self.updates // self.updates_per_epoch
+
+    def train_step(self, indices, weights):
+        regress = self.spec.arm == self.regress_arm and self.epoch >= 3
+        self.value *= (1.3 if regress else self.factor) ** (1 / self.updates_per_epoch) * (1 + 0.001 * self.noise.rand())
+        self.updates += 1
+        return StepResult(self.value)
+
+    def losses(self, indices):
+        return 1.0 + np.asarray(indices, dtype=float)
+
+    def get_state(self):
+        return {"value": self.value, "updates": self.updates, "noise": self.noise.get_state()}
+
+    def set_state(self, state):
+        self.value, self.updates = state["value"], state["updates"]
+        self.noise.set_state(state["noise"])
+        with open(Path(self.state_dir) / "train_calls.txt", "a") as f:
+            f.write(f"{self.spec.run_id} resumed after {self.epoch}\n")
+
+
 class FakeBackend(Backend):
-    """A 'model' whose error shrinks by a factor per epoch: `is_gain` faster for IS arms.
+    """Prepares FakeModels: `is_gain` faster for IS arms. It records every FIM call and every run
+    prepared in files of `state_dir`, and can crash once at a chosen (run, epoch) like a killed process."""
 
-    It records every FIM and training call in files of `state_dir`, can crash once at a chosen
-    (run, epoch) like a killed process, and checkpoints unless told not to.
-    """
-
-    def __init__(self, state_dir, figure="fig4", is_gain=0.1, crash=None, checkpoints=True, regress_arm=None,
+    def __init__(self, state_dir, figure="fig4", is_gain=0.1, crash=None, regress_arm=None,
                  log_grad_variance=False, constant_error=0.45):
         self.state_dir = Path(state_dir)
         self.figure = figure
         self.is_gain = is_gain
         self.crash = crash  # (run_id, epoch)
-        self.checkpoints = checkpoints
         self.regress_arm = regress_arm  # fig6: this arm's cost goes back up after epoch 3
         self.log_grad_variance = log_grad_variance
         self.constant_error = constant_error
@@ -56,39 +79,27 @@ class FakeBackend(Backend):
         return FimOutcome(p={"norm": norm / norm.sum(), "displacement": displacement / displacement.sum()},
                           private_steps=PRIVATE_STEPS, info={"n_train": N_TRAIN})
 
-    def metrics(self, value):
-        if self.figure == "fig6":
-            return {"cost": value}
-        return {"train_err": value, "valid_err": value * 1.1, "valid_err_constant": self.constant_error}
-
-    def train(self, ctx):
-        spec = ctx.spec
-        with ctx.setup():
-            sampler = ctx.make_sampler(N_TRAIN)
-        if hasattr(sampler, "bind"):
-            sampler.bind(lambda idx: 1.0 + idx.astype(float))
+    def prepare(self, spec, rng):
         with open(self.state_dir / "train_calls.txt", "a") as f:
-            f.write(f"{spec.run_id} {ctx.start_epoch}\n")
-        value = ctx.checkpoint["value"] if ctx.checkpoint else 0.5
-        if ctx.start_epoch == 0:
-            with ctx.evaluation(N_TRAIN):
-                metrics = self.metrics(value)
-            ctx.end_epoch(0, metrics)
+            f.write(f"{spec.run_id}\n")
         factor = 0.8 - (self.is_gain if spec.arm.startswith("is-") else 0.0)
-        for epoch in range(ctx.start_epoch + 1, spec.epochs + 1):
-            for _indices, _weights in sampler.epoch(ctx.rng):
-                pass
-            if self.crash == (spec.run_id, epoch) and not (self.state_dir / "crashed").exists():
+        model = FakeModel(spec, factor, self.regress_arm, self.state_dir)
+
+        def metrics(ctx):
+            if self.crash == (spec.run_id, model.epoch) and not (self.state_dir / "crashed").exists():
                 (self.state_dir / "crashed").touch()
                 raise RuntimeError("simulated kill")
-            regress = spec.arm == self.regress_arm and epoch > 3
-            value = value * (1.3 if regress else factor) * (1 + 0.01 * ctx.rng.rand())
-            metrics = self.metrics(value)
-            if self.log_grad_variance and spec.arm.startswith("is-"):  # as the real backends: IS arms only
-                metrics["grad_var_ratio"] = 0.5
             with ctx.evaluation(N_TRAIN):
-                pass
-            ctx.end_epoch(epoch, metrics, checkpoint={"value": value} if self.checkpoints else None)
+                value = model.value
+            if self.figure == "fig6":
+                values = {"cost": value}
+            else:
+                values = {"train_err": value, "valid_err": value * 1.1, "valid_err_constant": self.constant_error}
+            if self.log_grad_variance and spec.arm.startswith("is-"):  # as the real backends: IS arms only
+                values["grad_var_ratio"] = 0.5
+            return values
+
+        return Experiment(model, batch_size=spec.batch_size, metrics=metrics)
 
 
 def calls(state_dir, name):
@@ -113,7 +124,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_finished_runs_are_not_recomp
     statuses = run_grid(backend, grid, tmp_path / "out", progress=False)
     assert statuses == {victim.run_id: "done", grid[1].run_id: "skipped"}
     assert finished_log.stat().st_mtime_ns == finished_mtime
-    assert calls(tmp_path, "train_calls.txt") == [f"{victim.run_id} 0", f"{grid[1].run_id} 0", f"{victim.run_id} 2"]
+    assert calls(tmp_path, "train_calls.txt") == [victim.run_id, grid[1].run_id, victim.run_id,
+                                                  f"{victim.run_id} resumed after 2"]
     resumed = read_log(run_dir(tmp_path / "out", victim) / "log.jsonl")
     assert [r["epoch"] for r in resumed] == [0, 1, 2, 3, 4]
 
@@ -125,13 +137,14 @@ def test_killed_run_resumes_from_its_checkpoint_and_finished_runs_are_not_recomp
         assert [r[key] for r in resumed] == [r[key] for r in clean]
 
 
-def test_killed_run_without_checkpoints_restarts_from_scratch(tmp_path):
+def test_run_killed_before_its_first_checkpoint_restarts_from_scratch(tmp_path):
     grid = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),))
-    backend = FakeBackend(tmp_path, crash=(grid[0].run_id, 3), checkpoints=False)
+    backend = FakeBackend(tmp_path, crash=(grid[0].run_id, 1))
     run_grid(backend, grid, tmp_path / "out", progress=False)
-    assert [r["epoch"] for r in read_log(run_dir(tmp_path / "out", grid[0]) / "log.jsonl")] == [0, 1, 2]
+    assert [r["epoch"] for r in read_log(run_dir(tmp_path / "out", grid[0]) / "log.jsonl")] == [0]
+    assert not (run_dir(tmp_path / "out", grid[0]) / "checkpoint.pkl").exists()
     assert run_grid(backend, grid, tmp_path / "out", progress=False) == {grid[0].run_id: "done"}
-    assert calls(tmp_path, "train_calls.txt")[-1] == f"{grid[0].run_id} 0"
+    assert calls(tmp_path, "train_calls.txt") == [grid[0].run_id, grid[0].run_id]  # never resumed
     assert [r["epoch"] for r in read_log(run_dir(tmp_path / "out", grid[0]) / "log.jsonl")] == [0, 1, 2, 3, 4]
 
 

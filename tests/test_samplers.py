@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dltutorials_is.samplers import (
+from dltutorials_is.sampling.samplers import (
     ImportanceSampler,
     ReplacementSampler,
     UniformSampler,

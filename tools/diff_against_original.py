@@ -279,7 +279,7 @@ def parse_setting(text: str) -> tuple[str, object]:
 
 def train_lstm_parameters() -> set[str]:
     sys.path.insert(0, str(REPO_ROOT))
-    from dltutorials_is.training import train_lstm
+    from dltutorials_is.tutorials.lstm import train_lstm
 
     return set(inspect.signature(train_lstm).parameters)
 
@@ -376,7 +376,7 @@ def main_lstm(argv=None) -> int:
     args = parser.parse_args(argv)
     folder, git_dir = locate_original(args, parser)
     settings = dict(DEFAULT_SETTINGS)
-    known = train_lstm_parameters() - {"protocol", "data_dir", "seed", "sampler", "p"}
+    known = train_lstm_parameters() - {"protocol", "data_dir", "seed", "data_seed", "sampler", "p"}
     for name, value in args.set:
         if name not in known:
             parser.error(f"--set {name}: not a train_lstm hyperparameter shared with the original "

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import DataError, default_data_dir, extract, fetch_archive
-from dltutorials_is.atomic import write_atomically
+from dltutorials_is.io import write_atomically
 
 PREPARE_COMMAND = "python data/prepare_imdb.py"
 PICKLE_NAME = "imdb.pkl"

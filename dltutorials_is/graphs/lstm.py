@@ -34,7 +34,9 @@ with warnings.catch_warnings():
 PREFIX = "lstm"
 PARAM_NAMES = ("Wemb", "lstm_W", "lstm_U", "lstm_b", "U", "b")
 GATES = ("input", "forget", "output", "cell")  # column blocks of lstm_W, lstm_U, lstm_b, in order
-CELL_INPUT_WEIGHTS = "lstm_W"  # with gate "cell": the paper's W^c
+#: The matrices FIM can score, the paper's W^c first (then the gates' input weights W^x, eq. 22-23, the
+#: recurrent weights, the embedding and the classifier's weights).
+BASES = ("Wc", "lstm_W", "lstm_U", "Wemb", "U")
 
 
 def floatx(value) -> np.ndarray:
@@ -55,6 +57,12 @@ def cell_input_weights(lstm_W, dim_proj: int):
     Works on a numpy array and on a symbolic matrix alike.
     """
     return lstm_W[:, gate_slice("cell", dim_proj)]
+
+
+def base_matrices(params, dim_proj: int) -> dict:
+    """`BASES` by name, from parameter values (numpy arrays or symbolic variables) keyed like the tutorial's."""
+    return {"Wc": cell_input_weights(params["lstm_W"], dim_proj), "lstm_W": params["lstm_W"],
+            "lstm_U": params["lstm_U"], "Wemb": params["Wemb"], "U": params["U"]}
 
 
 def random_stream(seed: int) -> MRG_RandomStream:

@@ -1,6 +1,6 @@
 """Fast Importance Mining for the RNN-RBM (the paper's Section 5.2).
 
-Plug-in for `dltutorials_is.fim`. A sample is a training chunk (up to batch_size consecutive frames
+Plug-in for `dltutorials_is.fim.driver`. A sample is a training chunk (up to batch_size consecutive frames
 of one song, footnote 5). For chunk i a private RNN-RBM starts from the main run's W(0) and takes
 plain SGD steps of the tutorial's CD-k update on chunk i alone until a step's loss, the per-frame
 cross-entropy -monitor, is below ε, or `max_iters` steps were taken. Scores (`fim.SCORE_KINDS`) are
@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import aesara
 
-from dltutorials_is import fim
+from dltutorials_is.datasets.chunks import make_chunks, training_fingerprint
+from dltutorials_is.fim import driver as fim
 from dltutorials_is.graphs import rnnrbm as graph
+from dltutorials_is.io import fingerprint
+from dltutorials_is.models.base import reseed_first_streams
+from dltutorials_is.models.rnnrbm import RnnRbmModel
 
 BASES = graph.PARAM_NAMES  # "W" first: the paper's base matrix
 DEFAULTS = {  # FIM's own hyperparameters (the private SGD is not the main run's)
@@ -32,7 +38,7 @@ DEFAULTS = {  # FIM's own hyperparameters (the private SGD is not the main run's
 
 def init_fingerprint(params: dict) -> str:
     """Hash of W(0) at float32 precision, so float32 and float64 runs of one seed agree."""
-    return fim.fingerprint(*graph.PARAM_NAMES, *[np.asarray(params[n], dtype="float32") for n in graph.PARAM_NAMES])
+    return fingerprint(*graph.PARAM_NAMES, *[np.asarray(params[n], dtype="float32") for n in graph.PARAM_NAMES])
 
 
 def default_importance_path(config) -> Path:
@@ -40,24 +46,11 @@ def default_importance_path(config) -> Path:
                 f"_u{config.n_hidden_recurrent}_dt{config.dt:g}_r{config.r[0]}-{config.r[1]}.pkl")
 
 
-def _reseed(srng, seed: int, n_used: int) -> None:
-    """Reseed the first `n_used` sub-streams of every random state of `srng` (like `srng.seed(seed)`
-    for samples of at most `n_used` numbers, which read no other sub-stream) - much faster."""
-    srng.set_rstate(seed)
-    for state_var, new_state, _, _ in srng.state_updates:
-        state = state_var.get_value()
-        n = min(n_used, len(state))
-        state[:n] = srng.get_substream_rstates(n, new_state.owner.outputs[1].dtype)
-        state_var.set_value(state, borrow=True)
-
-
 class RnnRbmFimSpec:
-    """Picklable description of FIM for one chunked training set and W(0) (see `dltutorials_is.fim`)."""
+    """Picklable description of FIM for one chunked training set and W(0) (see `dltutorials_is.fim.driver`)."""
 
     def __init__(self, train_songs, initial_params: dict, config, eps=DEFAULTS["eps"], lr=DEFAULTS["lr"],
                  max_iters=DEFAULTS["max_iters"], norm=DEFAULTS["norm"], bases=BASES):
-        from dltutorials_is.rnnrbm_training import make_chunks, training_fingerprint
-
         fim.check_private_run_options(norm, bases, BASES, eps, lr, max_iters)
         if not len(train_songs):
             raise ValueError("the training set is empty")
@@ -94,9 +87,7 @@ class RnnRbmFimSpec:
     def build(self):
         """The private trainer's `run`, compiled once per process for a given spec (a pilot and the
         full run, or a second `mine` of the same spec, reuse it)."""
-        import aesara
-
-        key = fim.fingerprint(json.dumps(self.config(), sort_keys=True), self.train_fingerprint, self.init_fingerprint)
+        key = fingerprint(json.dumps(self.config(), sort_keys=True), self.train_fingerprint, self.init_fingerprint)
         if getattr(_compiled, "key", None) != key:
             aesara.config.floatX = self.model_config.floatX  # this worker builds graphs of the run's float type
             _compiled.trainer, _compiled.key = PrivateTrainer(self), key
@@ -107,45 +98,37 @@ _compiled = threading.local()  # one private trainer per thread: its shared vari
 
 
 class PrivateTrainer:
-    """One compiled private RNN-RBM, reset to W(0) for every chunk: the tutorial's graph and CD-k
-    SGD step, returning the loss and the gradients of the base matrices with each update."""
+    """One compiled private RNN-RBM (`RnnRbmModel` with FIM's step size), reset to W(0) for every chunk:
+    the tutorial's CD-k SGD step, returning the loss and the gradients of the base matrices."""
 
     def __init__(self, spec: RnnRbmFimSpec):
-        import aesara
-
         self.spec = spec
-        self.params = graph.shared_params({n: v.copy() for n, v in spec.params.items()})
-        self.srng = graph.random_stream(1)
-        g = graph.build_training(self.params, self.srng, spec.model_config.k)
-        order = list(graph.PARAM_NAMES)
-        grads = dict(zip(order, aesara.grad(g.cost, [self.params[n] for n in order], consider_constant=[g.v_sample])))
-        lr = np.asarray(spec.lr, dtype=spec.model_config.floatX)
-        updates = dict(g.updates)
-        updates.update({self.params[n]: self.params[n] - lr * grads[n] for n in order})
-        self.step = aesara.function([g.v], [g.monitor] + [grads[b] for b in spec.bases], updates=updates,
-                                    name="fim_rnnrbm_private_sgd_step")
+        config = replace(spec.model_config, lr=spec.lr)
+        self.model = RnnRbmModel(config, np.random.RandomState(config.seed))
+        self.model.train_function_with_gradients  # compile now, once per worker
         n_visible, n_hidden = spec.params["W"].shape
         self.n_random = spec.batch_size * max(n_visible, n_hidden)  # the largest binomial sample of a chunk
+        self.one = np.ones(1)
 
     def run(self, i: int) -> fim.PrivateRun:
-        spec = self.spec
-        for name, value in spec.params.items():
-            self.params[name].set_value(value.copy())
-        _reseed(self.srng, spec.gibbs_seed(i), self.n_random)
-        chunk = spec.chunk(i)
+        spec, model = self.spec, self.model
+        model.set_params(spec.params)
+        model.use_data([spec.chunk(i)])
+        reseed_first_streams(model.srng, spec.gibbs_seed(i), self.n_random)
         trackers = {b: fim.ScoreTracker(spec.params[b], spec.norm) for b in spec.bases}
         loss, steps = np.inf, 0
         while steps < spec.max_iters:
-            monitor, *grads = self.step(chunk)
-            loss = -float(monitor)
+            step, grads = model.train_step_with_gradients([0], self.one)
+            loss = -step.monitor if step.finite else np.nan
             steps += 1
-            for b, gradient in zip(spec.bases, grads):
-                trackers[b].step(gradient)
+            for b in spec.bases:
+                trackers[b].step(grads[b])
             if not np.isfinite(loss) or loss < spec.eps:
                 break
         scores = {}
+        params = model.get_params()
         for b in spec.bases:
-            scores.update(trackers[b].finish(self.params[b].get_value(), b))
+            scores.update(trackers[b].finish(params[b], b))
         if not np.isfinite(loss):
             scores = {key: float("nan") for key in scores}
         return fim.PrivateRun(iterations=steps, loss=loss, converged=bool(loss < spec.eps), scores=scores)
@@ -157,8 +140,6 @@ def load_or_mine_rnnrbm_importance(path, train_songs, initial_params: dict, conf
     """P over the training chunks for W(0) `initial_params`: loaded from `path` after checking it
     belongs to them, or mined first (then saved there; an interrupted mining resumes).
     `fim_options` are `RnnRbmFimSpec`'s (eps, lr, max_iters, norm)."""
-    from dltutorials_is.rnnrbm_training import make_chunks, training_fingerprint
-
     return fim.load_or_mine(
         Path(path) if path else default_importance_path(config),
         lambda: RnnRbmFimSpec(train_songs, initial_params, config,

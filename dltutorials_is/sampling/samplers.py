@@ -5,8 +5,14 @@ weighted mean of per-sample losses, so a weight of 1/(N·p_i) on a sample drawn 
 keeps the expected gradient equal to the uniform full-batch gradient (the paper's Algorithm 1).
 Samplers know nothing about models; every random draw comes from the `rng` passed in, so a run is
 reproducible from one seed and draws in the same order as the original tutorial.
+
+Every sampler has one state protocol, `get_state() -> dict` and `set_state(dict)`: what a checkpoint
+must keep besides the rng to continue exactly (nothing for the i.i.d. samplers, the song order for the
+RNN-RBM tutorial's sampler, the switch of the online sampler).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -35,6 +41,12 @@ class UniformSampler:
 
     def epoch(self, rng: np.random.RandomState) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(b, self.weights_of(b)) for b in cut_minibatches(self.draw_order(rng), self.batch_size)]
+
+    def get_state(self) -> dict:
+        return {}  # every epoch's draws come from the rng alone
+
+    def set_state(self, state: dict) -> None:
+        pass
 
 
 class ReplacementSampler(UniformSampler):
@@ -71,6 +83,51 @@ class ImportanceSampler(UniformSampler):
 
     def weights_of(self, indices: np.ndarray) -> np.ndarray:
         return 1.0 / (self.n * self.p[indices])
+
+
+class SongOrderSampler:
+    """The RNN-RBM tutorial's order: songs reshuffled in place every epoch, each song's chunks in order.
+
+    `chunks` are (song, first frame) pairs (`datasets.chunks.make_chunks`). The shuffle permutes the
+    previous epoch's order (the tutorial shuffled its song list in place), so the order is state that
+    checkpoints keep. Every minibatch is one chunk, with weight 1.
+    """
+
+    name = "uniform"
+
+    def __init__(self, chunks: Sequence[tuple[int, int]]):
+        if not chunks:
+            raise ValueError("the training set is empty")
+        n_songs = max(s for s, _ in chunks) + 1
+        self.chunks_of_song = [[] for _ in range(n_songs)]
+        for index, (s, _) in enumerate(chunks):
+            self.chunks_of_song[s].append(index)
+        self.song_order = np.arange(n_songs)
+
+    def epoch(self, rng: np.random.RandomState) -> list[tuple[np.ndarray, np.ndarray]]:
+        rng.shuffle(self.song_order)
+        return [
+            (np.array([c], dtype="int32"), np.ones(1))
+            for s in self.song_order
+            for c in self.chunks_of_song[s]
+        ]
+
+    def get_state(self) -> dict:
+        return {"song_order": self.song_order.copy()}
+
+    def set_state(self, state: dict) -> None:
+        order = np.asarray(state["song_order"])
+        if sorted(order.tolist()) != list(range(len(self.chunks_of_song))):
+            raise ValueError("the saved song order does not match this training set")
+        self.song_order = order.astype(self.song_order.dtype)
+
+
+def make_chunk_sampler(kind: str, chunks: Sequence[tuple[int, int]], p: np.ndarray | None = None):
+    """The RNN-RBM's samplers: 'uniform' is the tutorial's song order; 'replacement' and 'importance'
+    draw N chunks i.i.d., one per update."""
+    if kind == "uniform":
+        return SongOrderSampler(chunks)
+    return make_sampler(kind, len(chunks), 1, p)
 
 
 def make_sampler(kind: str, n: int, batch_size: int, p: np.ndarray | None = None) -> UniformSampler:

@@ -18,23 +18,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import aesara.tensor as at
 from tqdm import tqdm
 
-from dltutorials_is.datasets.imdb import imdb_paths, load_splits, prepare_data
-from dltutorials_is.graphs.lstm import (
-    build_model,
-    floatx,
-    get_values,
-    init_params,
-    load_params,
-    random_stream,
-    set_values,
-    to_shared,
-)
-from dltutorials_is.optimisers import get_optimiser
-from dltutorials_is.samplers import cut_minibatches, format_p_summary, make_sampler
-from dltutorials_is.atomic import write_atomically
+from dltutorials_is.datasets.imdb import imdb_paths, load_splits
+from dltutorials_is.graphs.lstm import load_params
+from dltutorials_is.io import write_atomically
+from dltutorials_is.loop import Hook, Progress, TrainingDiverged, fit
+from dltutorials_is.models.lstm import LstmModel
+from dltutorials_is.sampling.samplers import cut_minibatches, format_p_summary, make_sampler
 
 #: What `train_lstm` returns for a run whose cost became NaN or infinite (the original's sentinel).
 DIVERGED = (1.0, 1.0, 1.0)
@@ -59,16 +50,6 @@ def visits_each_once(batches: Sequence[np.ndarray], n: int) -> bool:
     return len(indices) == n and np.array_equal(np.sort(indices), np.arange(n))
 
 
-def pred_error(f_pred, data: Split, batches: Sequence[np.ndarray]):
-    """Error rate of `f_pred` over `data`, classified minibatch by minibatch."""
-    labels = np.array(data[1])
-    correct = 0
-    for index in batches:
-        x, mask, _ = prepare_data([data[0][t] for t in index], labels[index], maxlen=None)
-        correct += (f_pred(x, mask) == labels[index]).sum()
-    return 1.0 - floatx(correct) / len(data[0])
-
-
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +67,80 @@ def save_model(saveto: str, params: dict, history_errs: list, model_options: dic
     """The parameters and validation history in `saveto` (.npz), the options in `saveto.pkl`."""
     write_atomically(model_path(saveto), lambda f: np.savez(f, history_errs=history_errs, **results, **params))
     write_atomically(options_path(saveto), lambda f: pickle.dump(model_options, f, -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tutorial's loop, as hooks of the one loop
+# ---------------------------------------------------------------------------------------------
+
+class TutorialLstmHooks(Hook):
+    """What the original `train_lstm` does around each update: display the cost every `dispFreq`
+    updates, save every `saveFreq`, validate every `validFreq` (keeping the best parameters) and stop
+    early after `patience` validations without progress; "Seen N samples" after each epoch."""
+
+    def __init__(self, options: dict, train: Split, valid: Split, test: Split):
+        self.options = options
+        self.train, self.valid, self.test = train, valid, test
+        self.kf_valid = sequential_batches(len(valid[0]), options["valid_batch_size"])
+        self.kf_test = sequential_batches(len(test[0]), options["valid_batch_size"])
+        updates_per_epoch = len(train[0]) // options["batch_size"]
+        self.valid_freq = updates_per_epoch if options["validFreq"] == -1 else options["validFreq"]
+        self.save_freq = updates_per_epoch if options["saveFreq"] == -1 else options["saveFreq"]
+        self.history_errs: list = []
+        self.best_p = None
+        self.bad_counter = 0
+        self.train_batches: list = []
+
+    def checkpoint(self, model: LstmModel) -> dict:
+        return self.best_p if self.best_p is not None else model.get_params()
+
+    def start_epoch(self, model, progress: Progress) -> None:
+        # The training error is measured over the epoch's own minibatches, as the original does,
+        # unless they do not visit every sample once (sampling with replacement or by importance).
+        self.train_batches = [index for index, _ in progress.batches]
+        if not visits_each_once(self.train_batches, len(self.train[0])):
+            self.train_batches = sequential_batches(len(self.train[0]), self.options["batch_size"])
+
+    def diverged(self, model, progress: Progress) -> None:
+        say("bad cost detected: ", progress.step.cost)
+        say(f"at epoch {progress.epoch}, update {progress.updates}; that update was not applied.")
+        saveto = self.options["saveto"]
+        if saveto:
+            save_model(saveto, self.checkpoint(model), self.history_errs, self.options)
+            say(f"Saved the last good model to {model_path(saveto)}")
+
+    def after_update(self, model, progress: Progress) -> None:
+        uidx, saveto = progress.updates, self.options["saveto"]
+        if uidx % self.options["dispFreq"] == 0:
+            say("Epoch ", progress.epoch, "Update ", uidx, "Cost ", progress.step.cost)
+
+        if saveto and uidx % self.save_freq == 0:
+            say("Saving...")
+            save_model(saveto, self.checkpoint(model), self.history_errs, self.options)
+            say("Done")
+
+        if uidx % self.valid_freq == 0:
+            train_err, valid_err, test_err = self.errors(model, self.train_batches)
+            self.history_errs.append([valid_err, test_err])
+            if self.best_p is None or valid_err <= np.array(self.history_errs)[:, 0].min():
+                self.best_p = model.get_params()
+                self.bad_counter = 0
+
+            say("Train ", train_err, "Valid ", valid_err, "Test ", test_err)
+
+            patience = self.options["patience"]
+            if len(self.history_errs) > patience and valid_err >= np.array(self.history_errs)[:-patience, 0].min():
+                self.bad_counter += 1
+                if self.bad_counter > patience:
+                    say("Early Stop!")
+                    progress.stop = True
+
+    def end_epoch(self, model, progress: Progress) -> None:
+        say("Seen %d samples" % progress.samples)
+
+    def errors(self, model: LstmModel, train_batches) -> tuple[float, float, float]:
+        return (model.error(self.train, train_batches), model.error(self.valid, self.kf_valid),
+                model.error(self.test, self.kf_test))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +169,10 @@ def train_lstm(
     protocol="tutorial",  # "tutorial" or "paper" (train and test swapped, Wang et al.)
     data_dir=None,  # folder holding imdb.pkl (default: the project's data folder)
     seed=123,  # seeds the numpy RandomState and the dropout MRG stream (the original's SEED)
-    sampler="uniform",  # uniform, replacement or importance (see dltutorials_is.samplers)
+    data_seed=None,  # if set, the validation split and test subsample come from RandomState(data_seed)
+    # and W(0) and the shuffles from a fresh RandomState(seed), so runs of any seed see the same data
+    # (the replication's convention); None: all from one RandomState(seed), as the original
+    sampler="uniform",  # uniform, replacement or importance (see dltutorials_is.sampling.samplers)
     p=None,  # importance sampling probabilities, or an ImportanceProvider
 ):
     """Train the LSTM and return `(train_err, valid_err, test_err)` of the best model.
@@ -127,122 +185,45 @@ def train_lstm(
     rng = np.random.RandomState(seed)
 
     say("Loading data")
-    train, valid, test = load_splits(protocol, imdb_paths(data_dir)[0], n_words, maxlen, test_size, rng)
+    data_rng = rng if data_seed is None else np.random.RandomState(data_seed)
+    train, valid, test = load_splits(protocol, imdb_paths(data_dir)[0], n_words, maxlen, test_size, data_rng)
     model_options["ydim"] = int(np.max(train[1])) + 1
 
     say("Building model")
-    params = init_params(model_options, rng)
+    model = LstmModel(model_options, train, seed, rng)
     if reload_model:
-        load_params(reload_model, params)
-    if callable(p):  # before compiling ours: getting P may take long, or fail
-        p = p(train, params, model_options)
+        model.set_params(load_params(reload_model, model.get_params()))
+    if callable(p):  # before compiling: getting P may take long, or fail
+        p = p(train, model.get_params(), model_options)
     epoch_sampler = make_sampler(sampler, len(train[0]), batch_size, p)
     if sampler == "importance":
         say(format_p_summary(p))
-
-    tparams = to_shared(params)
-    model = build_model(tparams, model_options, random_stream(seed))
-    grads = at.grad(model.cost, wrt=list(tparams.values()))
-    lr = at.scalar(name="lr")
-    f_grad_shared, f_update = get_optimiser(optimizer)(lr, tparams, grads, model.inputs, model.cost)
-    f_pred = model.f_pred  # compiled now, so the timings below are of training alone
+    model.optimiser, model.f_pred  # compiled now, so the timings below are of training alone
 
     say("Optimization")
-    kf_valid = sequential_batches(len(valid[0]), valid_batch_size)
-    kf_test = sequential_batches(len(test[0]), valid_batch_size)
     say("%d train examples" % len(train[0]))
     say("%d valid examples" % len(valid[0]))
     say("%d test examples" % len(test[0]))
 
-    history_errs = []
-    best_p = None
-    bad_counter = 0
-    if validFreq == -1:
-        validFreq = len(train[0]) // batch_size
-    if saveFreq == -1:
-        saveFreq = len(train[0]) // batch_size
-
-    def checkpoint():
-        return best_p if best_p is not None else get_values(tparams)
-
-    uidx = 0  # the number of updates done
-    epochs_run = 0
-    estop = False
+    hooks = TutorialLstmHooks(model_options, train, valid, test)
     start_time = time.time()
     try:
-        for eidx in range(max_epochs):
-            epochs_run = eidx + 1
-            n_samples = 0
-            batches = epoch_sampler.epoch(rng)
-            train_batches = [index for index, _ in batches]
-            if not visits_each_once(train_batches, len(train[0])):
-                train_batches = sequential_batches(len(train[0]), batch_size)
-
-            for train_index, weights in tqdm(batches, desc=f"epoch {eidx}", unit="update", leave=False,
-                                             file=sys.stderr, disable=None):
-                uidx += 1
-                model.use_noise.set_value(1.0)
-                x, mask, y = prepare_data([train[0][t] for t in train_index], [train[1][t] for t in train_index])
-                n_samples += x.shape[1]
-
-                cost = f_grad_shared(x, mask, y, floatx(weights))
-                if not np.isfinite(cost):
-                    say("bad cost detected: ", cost)
-                    say(f"at epoch {eidx}, update {uidx}; that update was not applied.")
-                    if saveto:
-                        save_model(saveto, checkpoint(), history_errs, model_options)
-                        say(f"Saved the last good model to {model_path(saveto)}")
-                    return DIVERGED
-                f_update(lrate)
-
-                if uidx % dispFreq == 0:
-                    say("Epoch ", eidx, "Update ", uidx, "Cost ", cost)
-
-                if saveto and uidx % saveFreq == 0:
-                    say("Saving...")
-                    save_model(saveto, checkpoint(), history_errs, model_options)
-                    say("Done")
-
-                if uidx % validFreq == 0:
-                    model.use_noise.set_value(0.0)
-                    train_err = pred_error(f_pred, train, train_batches)
-                    valid_err = pred_error(f_pred, valid, kf_valid)
-                    test_err = pred_error(f_pred, test, kf_test)
-                    history_errs.append([valid_err, test_err])
-
-                    if best_p is None or valid_err <= np.array(history_errs)[:, 0].min():
-                        best_p = get_values(tparams)
-                        bad_counter = 0
-
-                    say("Train ", train_err, "Valid ", valid_err, "Test ", test_err)
-
-                    if len(history_errs) > patience and valid_err >= np.array(history_errs)[:-patience, 0].min():
-                        bad_counter += 1
-                        if bad_counter > patience:
-                            say("Early Stop!")
-                            estop = True
-                            break
-
-            say("Seen %d samples" % n_samples)
-            if estop:
-                break
-    except KeyboardInterrupt:
+        progress = fit(model, epoch_sampler, rng, max_epochs, [hooks])
+    except TrainingDiverged:
+        return DIVERGED
+    if progress.interrupted:
         say("Training interrupted")
-
     end_time = time.time()
-    if best_p is not None:
-        set_values(tparams, best_p)
-    else:
-        best_p = get_values(tparams)
 
-    model.use_noise.set_value(0.0)
-    train_err = pred_error(f_pred, train, sequential_batches(len(train[0]), batch_size))
-    valid_err = pred_error(f_pred, valid, kf_valid)
-    test_err = pred_error(f_pred, test, kf_test)
+    if hooks.best_p is not None:
+        model.set_params(hooks.best_p)
+    best_p = model.get_params()
+    train_err, valid_err, test_err = hooks.errors(model, sequential_batches(len(train[0]), batch_size))
     say("Train ", train_err, "Valid ", valid_err, "Test ", test_err)
     if saveto:
-        save_model(saveto, best_p, history_errs, model_options,
+        save_model(saveto, best_p, hooks.history_errs, model_options,
                    train_err=train_err, valid_err=valid_err, test_err=test_err)
+    epochs_run = min(progress.epoch + 1, max_epochs)
     seconds_per_epoch = (end_time - start_time) / max(epochs_run, 1)
     say("The code run for %d epochs, with %f sec/epochs" % (epochs_run, seconds_per_epoch))
     print("Training took %.1fs" % (end_time - start_time), file=sys.stderr)

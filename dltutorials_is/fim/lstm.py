@@ -1,6 +1,6 @@
 """Fast Importance Mining for the LSTM sentiment classifier (the paper's Section 5.1).
 
-Plug-in for `dltutorials_is.fim`: for review i, a private copy of the classifier starts from the
+Plug-in for `dltutorials_is.fim.driver`: for review i, a private copy of the classifier starts from the
 main run's W(0) and takes SGD steps on review i alone (loss: its cross-entropy, as in the
 tutorial's training cost; dropout on by default, as in the tutorial's training mode) until a
 step's loss is below ε or `max_iters` steps were taken. It returns T_i and the four score kinds
@@ -14,10 +14,10 @@ of every base matrix:
 
 Two interchangeable private trainers compute the same numbers:
 
-* `plain`: the tutorial's own graph (`graphs.lstm.build_model`) and its split SGD step
-  (`optimisers.sgd`) at batch size 1: the reference.
+* `plain`: the tutorial's own model (`models.lstm.LstmModel`: its graph and split SGD step) at batch
+  size 1: the reference.
 * `fast` (default): the same model as one compiled function per SGD step (gradient and update
-  fused), with the LSTM recurrence as two C loops (`fim_lstm_kernels`) instead of `scan`, and a
+  fused), with the LSTM recurrence as two C loops (`fim.lstm_kernels`) instead of `scan`, and a
   private copy of only the embedding rows of the review's own words (the other rows of Wemb get
   a zero gradient, so this is exactly SGD on the full matrix, without updating 10,000×d numbers
   per step); each distinct word's input projection is computed once per step.
@@ -35,10 +35,19 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import aesara
+import aesara.tensor as at
+from aesara.tensor.special import softmax
 
-from dltutorials_is import fim
+from dltutorials_is.datasets.imdb import imdb_paths, load_splits
+from dltutorials_is.fim import driver as fim
+from dltutorials_is.fim.lstm_kernels import LSTMForward
+from dltutorials_is.graphs import lstm as graph
+from dltutorials_is.io import fingerprint
+from dltutorials_is.models.base import reseed_first_streams
+from dltutorials_is.models.lstm import LstmModel
 
-BASES = ("Wc", "lstm_W", "lstm_U", "Wemb", "U")
+BASES = graph.BASES
 TRAINERS = ("fast", "plain")
 DEFAULTS = {  # FIM's own hyperparameters
     "eps": 0.01,  # private training stops after the first step with loss < eps
@@ -53,35 +62,30 @@ DEFAULTS = {  # FIM's own hyperparameters
 
 
 def initial_state(options: dict, seed: int, data_dir=None):
-    """`(train, W(0))` exactly as `training.train_lstm` builds them for the same options and seed.
+    """`(train, W(0))` exactly as `tutorials.lstm.train_lstm` builds them for the same options and seed.
 
     Replays the run's RandomState: the validation split (and test subsample) first, then the
     initial parameters. `options` needs protocol, n_words, maxlen, test_size and dim_proj.
     """
-    from dltutorials_is.datasets.imdb import imdb_paths, load_splits
-    from dltutorials_is.graphs.lstm import init_params
-
     rng = np.random.RandomState(seed)
     train, _, _ = load_splits(options["protocol"], imdb_paths(data_dir)[0], options["n_words"],
                               options["maxlen"], options["test_size"], rng)
     options = {**options, "ydim": int(np.max(train[1])) + 1}
-    return train, init_params(options, rng)
+    return train, graph.init_params(options, rng)
 
 
 def train_fingerprint(train) -> str:
-    return fim.fingerprint(train[0], np.asarray(train[1], dtype="int64"))
+    return fingerprint(train[0], np.asarray(train[1], dtype="int64"))
 
 
 def init_fingerprint(params: dict) -> str:
     """Hash of W(0) as the run holds it, so in its floatX: the tutorial scales the classifier's
     weights after casting them, so float32 and float64 runs of one seed differ in the last bit."""
-    return fim.fingerprint(*[name for name in params], *[np.asarray(v) for v in params.values()])
+    return fingerprint(*[name for name in params], *[np.asarray(v) for v in params.values()])
 
 
 def default_importance_path(options: dict) -> Path:
     """Where lstm/fim.py saves and lstm/train.py --is looks, named after what W(0) depends on."""
-    import aesara
-
     precision = "" if aesara.config.floatX == "float64" else f"_{aesara.config.floatX}"
     return Path(f"fim_{options['protocol']}_seed{options['seed']}_d{options['dim_proj']}"
                 f"_w{options['n_words']}_maxlen{options['maxlen']}_test{options['test_size']}{precision}.pkl")
@@ -92,13 +96,11 @@ def default_importance_path(options: dict) -> Path:
 
 
 class LstmFimSpec:
-    """Picklable description of FIM for one training set and W(0) (see `dltutorials_is.fim`)."""
+    """Picklable description of FIM for one training set and W(0) (see `dltutorials_is.fim.driver`)."""
 
     def __init__(self, train, initial_params: dict, options: dict, eps=DEFAULTS["eps"], lr=DEFAULTS["lr"],
                  max_iters=DEFAULTS["max_iters"], norm=DEFAULTS["norm"], use_dropout=None, trainer="fast",
                  bases=BASES, seed=None, floatX=None):
-        import aesara
-
         if trainer not in TRAINERS:
             raise ValueError(f"unknown private trainer {trainer!r}; choose {' or '.join(TRAINERS)}")
         fim.check_private_run_options(norm, bases, BASES, eps, lr, max_iters)
@@ -139,24 +141,9 @@ class LstmFimSpec:
         return int(np.random.RandomState([self.seed, i]).randint(1, 2**30))
 
     def build(self):
-        import aesara
-
         aesara.config.floatX = self.floatX  # this worker builds graphs of the run's float type
         trainer = FastPrivateTrainer(self) if self.trainer == "fast" else PlainPrivateTrainer(self)
         return trainer.run
-
-
-def reseed_dropout(trng, seed: int, n_used: int) -> None:
-    """`trng.seed(seed)` for the first `n_used` MRG streams only, ~100× faster than reseeding all.
-
-    A dropout mask of n ≤ `n_used` numbers reads only the first n of the generator's streams
-    (15,360 for a symbolic shape), so its masks are the same as after a full `trng.seed(seed)`.
-    """
-    trng.set_rstate(seed)
-    for old_r, new_r, _, _ in trng.state_updates:
-        state = old_r.get_value()
-        state[:n_used] = trng.get_substream_rstates(n_used, new_r.owner.outputs[1].dtype)
-        old_r.set_value(state, borrow=True)
 
 
 class _PrivateTrainer:
@@ -164,12 +151,10 @@ class _PrivateTrainer:
 
     def __init__(self, spec: LstmFimSpec):
         self.spec = spec
-        self.wc = slice(3 * spec.dim, 4 * spec.dim)  # gate order i, f, o, c (graphs.lstm.GATES)
 
     def run(self, i: int) -> fim.PrivateRun:
         spec = self.spec
-        words, label = spec.review(i)
-        self.start(words, label, spec.dropout_seed(i))
+        self.start(i, spec.dropout_seed(i))
         w0 = self.base_values_at_start()
         trackers = {b: fim.ScoreTracker(w0[b], spec.norm) for b in spec.bases}
         loss, steps = np.inf, 0
@@ -191,52 +176,37 @@ class _PrivateTrainer:
         return fim.PrivateRun(iterations=steps, loss=float(loss), converged=bool(loss < spec.eps), scores=scores)
 
     def bases_of(self, p: dict) -> dict:
-        """The base matrices inside parameter values `p` (numpy arrays keyed like the tutorial's)."""
-        return {"Wc": p["lstm_W"][:, self.wc], "lstm_W": p["lstm_W"], "lstm_U": p["lstm_U"],
-                "Wemb": p["Wemb"], "U": p["U"]}
+        """The base matrices inside parameter values `p` (keyed like the tutorial's)."""
+        return graph.base_matrices(p, self.spec.dim)
 
 
 class PlainPrivateTrainer(_PrivateTrainer):
-    """The reference: the tutorial's graph and SGD step at batch size 1, on full parameters."""
+    """The reference: the tutorial's model and SGD step at batch size 1, on full parameters."""
 
     def __init__(self, spec: LstmFimSpec):
         super().__init__(spec)
-        import aesara.tensor as at
-        from dltutorials_is.graphs.lstm import build_model, random_stream, to_shared
-        from dltutorials_is.optimisers import sgd
+        reviews = [spec.review(i)[0] for i in range(spec.n_samples)]
+        options = {"dim_proj": spec.dim, "n_words": spec.params["Wemb"].shape[0], "ydim": spec.params["U"].shape[1],
+                   "use_dropout": spec.use_dropout, "decay_c": spec.decay_c, "optimizer": "sgd",
+                   "lrate": np.asarray(spec.lr, dtype=spec.floatX)}
+        self.model = LstmModel(options, (reviews, spec.labels), spec.seed)
+        self.one = np.ones(1)
 
-        self.tparams = to_shared(OrderedDict((k, v.copy()) for k, v in spec.params.items()))
-        self.trng = random_stream(spec.seed)
-        options = {"dim_proj": spec.dim, "use_dropout": spec.use_dropout, "decay_c": spec.decay_c}
-        model = build_model(self.tparams, options, self.trng)
-        model.use_noise.set_value(np.asarray(1.0, dtype=spec.floatX))  # the tutorial's training mode
-        grads = at.grad(model.cost, wrt=list(self.tparams.values()))
-        lr = at.scalar(name="lr")
-        self.f_grad_shared, self.f_update = sgd(lr, self.tparams, grads, model.inputs, model.cost)
-        self.gshared = {v.name[: -len("_grad")]: v for v in self.f_grad_shared.get_shared() if (v.name or "").endswith("_grad")}
-        self.lr = np.asarray(spec.lr, dtype=spec.floatX)
-        self.weights = np.ones(1, dtype=spec.floatX)
-
-    def start(self, words, label, dropout_seed):
-        for name, value in self.spec.params.items():
-            self.tparams[name].set_value(value.copy())
-        reseed_dropout(self.trng, dropout_seed, self.spec.dim)
-        self.x = words.reshape(-1, 1)
-        self.mask = np.ones(self.x.shape, dtype=self.spec.floatX)
-        self.y = np.array([label], dtype="int64")
+    def start(self, i, dropout_seed):
+        self.index = i
+        self.model.set_params(self.spec.params)
+        reseed_first_streams(self.model.trng, dropout_seed, self.spec.dim)
 
     def step(self):
-        loss = float(self.f_grad_shared(self.x, self.mask, self.y, self.weights))
-        grads = self.bases_of({k: v.get_value(borrow=True) for k, v in self.gshared.items()})
-        grads = {b: grads[b].copy() for b in self.spec.bases}
-        self.f_update(self.lr)
-        return loss, grads
+        loss = self.model.train_step([self.index], self.one).cost
+        grads = self.bases_of(self.model.last_gradients())
+        return loss, {b: grads[b] for b in self.spec.bases}
 
     def base_values_at_start(self):
         return self.bases_of(self.spec.params)
 
     def base_values_now(self):
-        return self.bases_of({k: v.get_value() for k, v in self.tparams.items()})
+        return self.bases_of(self.model.get_params())
 
     def embedding_norm(self, wemb):
         return fim.matrix_norm(wemb, self.spec.norm)
@@ -247,17 +217,11 @@ class FastPrivateTrainer(_PrivateTrainer):
 
     def __init__(self, spec: LstmFimSpec):
         super().__init__(spec)
-        import aesara
-        import aesara.tensor as at
-        from aesara.tensor.special import softmax
-        from dltutorials_is.fim_lstm_kernels import LSTMForward
-        from dltutorials_is.graphs.lstm import dropout, random_stream
-
         p = spec.params
         shared = lambda name, value: aesara.shared(value.copy(), name=name)  # noqa: E731
         self.rows = shared("Wemb_rows", p["Wemb"][:1])  # the review's own embedding rows
         self.shared = OrderedDict((k, shared(k, p[k])) for k in ("lstm_W", "lstm_U", "lstm_b", "U", "b"))
-        self.trng = random_stream(spec.seed)
+        self.trng = graph.random_stream(spec.seed)
         use_noise = aesara.shared(np.asarray(1.0, dtype=spec.floatX))
 
         local = at.vector("local_words", dtype="int64")  # the review, as indices into `rows`
@@ -269,7 +233,7 @@ class FastPrivateTrainer(_PrivateTrainer):
         hidden = LSTMForward()((at.dot(self.rows, W) + b)[local], U)[0]
         proj = (hidden.sum(axis=0) / at.cast(local.shape[0], spec.floatX))[None, :]
         if spec.use_dropout:
-            proj = dropout(proj, use_noise, self.trng)
+            proj = graph.dropout(proj, use_noise, self.trng)
         pred = softmax(at.dot(proj, self.shared["U"]) + self.shared["b"], axis=-1)
         cost = -at.log(pred[0, y] + 1e-8)
         if spec.decay_c > 0:
@@ -289,13 +253,14 @@ class FastPrivateTrainer(_PrivateTrainer):
         self.row_sq_norms = np.sum(wemb * wemb, axis=1)
         self.wemb_sq_norm = float(self.row_sq_norms.sum())
 
-    def start(self, words, label, dropout_seed):
+    def start(self, i, dropout_seed):
+        words, label = self.spec.review(i)
         self.words, local = np.unique(words, return_inverse=True)
         self.local = local.astype("int64")
         self.rows.set_value(self.spec.params["Wemb"][self.words].copy())
         for name, value in self.shared.items():
             value.set_value(self.spec.params[name].copy())
-        reseed_dropout(self.trng, dropout_seed, self.spec.dim)
+        reseed_first_streams(self.trng, dropout_seed, self.spec.dim)
         self.y = np.asarray(label, dtype="int64")
 
     def step(self):

@@ -9,7 +9,7 @@ Score kinds: `norm` ‖W_i‖ (the paper's, eq. 23), `displacement` ‖W_i − W
 The model enters through a plug-in, a picklable *trainer spec* with
 
     n_samples          number of training samples N
-    train_fingerprint  hash of the training set (see `fingerprint`)
+    train_fingerprint  hash of the training set (see `io.fingerprint`)
     init_fingerprint   hash of W(0)
     config()           JSON-able dict of everything that changes the results; must hold
                        "eps", "norm", "bases" (first = default base) and "protocol"
@@ -24,7 +24,6 @@ crash, and assembles one artefact that `load_importance` reads back and verifies
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pickle
@@ -39,8 +38,8 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs, parallel_config
 from tqdm import tqdm
 
-from dltutorials_is.samplers import format_p_summary
-from dltutorials_is.atomic import atomic_pickle, atomic_write_text
+from dltutorials_is.io import atomic_pickle, atomic_write_text, fingerprint
+from dltutorials_is.sampling.samplers import format_p_summary
 
 SCORE_KINDS = ("norm", "displacement", "path", "grad0")
 NORM_KINDS = ("fro", "spectral")
@@ -99,29 +98,6 @@ class ScoreTracker:
             (base, "path"): self.path,
             (base, "grad0"): self.grad0,
         }
-
-
-# ---------------------------------------------------------------------------------------------
-# Fingerprints and atomic files
-
-
-def fingerprint(*parts) -> str:
-    """SHA-256 over arrays, sequences of integer sequences, scalars and strings, in order."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, (str, bytes, int, float)) or part is None:
-            h.update(repr(part).encode())
-            continue
-        if isinstance(part, np.ndarray):
-            arr = np.ascontiguousarray(part)
-        else:  # a list of sequences (e.g. reviews as word-index lists)
-            seqs = [np.asarray(s, dtype="int64").ravel() for s in part]
-            lengths = np.array([len(s) for s in seqs], dtype="int64")
-            h.update(b"seqs" + lengths.tobytes())
-            arr = np.concatenate(seqs) if seqs else np.zeros(0, "int64")
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def check_private_run_options(norm, bases, known_bases, eps, lr, max_iters) -> None:

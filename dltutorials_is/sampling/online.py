@@ -25,7 +25,7 @@ training step's forward pass to score the uniform batches of the warm-up phase; 
 that only returns the mean cost cannot, so this sampler scores them separately and charges the b
 forward passes — a conservative charge against the baseline.
 
-Plugging it into a training loop that consumes `epoch(rng)` of `dltutorials_is.samplers`:
+Plugging it into a training loop that consumes `epoch(rng)` of `dltutorials_is.sampling.samplers`:
 
     sampler = OnlineImportanceSampler(n_train, batch_size)
     sampler.bind(lambda idx: per_sample_losses(train_x[idx], train_y[idx]))  # numpy array, len(idx)
@@ -160,12 +160,12 @@ class OnlineImportanceSampler:
         a = self.tau_momentum
         self.tau = a * self.tau + (1.0 - a) * tau_now
 
-    def state(self) -> dict:
+    def get_state(self) -> dict:
         """What a checkpoint needs to resume the switch exactly where it was."""
         return {"tau": self.tau, "scoring_units": self.scoring_units, "updates": self.updates,
                 "is_updates": self.is_updates, "recent_scores": self._recent_scores.copy()}
 
-    def load_state(self, state: dict) -> None:
+    def set_state(self, state: dict) -> None:
         self._recent_scores = np.asarray(state["recent_scores"], dtype="float64")
         self.tau = float(state["tau"])
         self.scoring_units = int(state["scoring_units"])

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from dltutorials_is.replicate import FIGURES, RunLog, load_fim_records, load_grid, load_manifest
-from dltutorials_is.replicate_plots import arm_label, arm_order, plot_grid
+from dltutorials_is.replicate.plots import arm_label, arm_order, plot_grid
+from dltutorials_is.replicate.runs import RunLog, load_fim_records, load_grid, load_manifest
+from dltutorials_is.replicate.specs import FIGURES
 
 REGRESSION_THRESHOLD = 0.05  # fig6: "regresses" = gives back more than 5% of its progress by the end
 MIN_EPOCHS_FOR_CLAIMS = 2

@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dltutorials_is.replicate import DEFAULT_ARMS, FIGURES, RunLog, load_grid  # noqa: E402
+from dltutorials_is.replicate.runs import RunLog, load_grid  # noqa: E402
+from dltutorials_is.replicate.specs import DEFAULT_ARMS, FIGURES  # noqa: E402
 
 X_AXES = {
     "epoch": "epoch",

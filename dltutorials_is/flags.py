@@ -1,0 +1,121 @@
+"""Command-line flags the scripts share: value types that refuse bad numbers at parse time, and each
+model's flags defined once, so a FIM artefact, a variance probe and a training run built from the same
+flags always describe the same training set and W(0).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from dltutorials_is.datasets.imdb import PROTOCOLS
+from dltutorials_is.models.rnnrbm import RnnRbmConfig
+
+FLOAT_TYPES = ("float64", "float32")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def period(text: str) -> int:
+    """A number of updates, or -1 for once per epoch."""
+    value = int(text)
+    if value <= 0 and value != -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of updates or -1 (once per epoch), got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def vocabulary_size(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (0 is padding, 1 unknown), got {text}")
+    return value
+
+
+def _both_spellings(group, flag: str, original: str, **kwargs) -> None:
+    """`--flag`, also spelt `--<the original's parameter name>`, stored under the original's name."""
+    names = [flag] if flag == f"--{original}" else [flag, f"--{original}"]
+    kwargs["help"] += " (default: %(default)s)"
+    group.add_argument(*names, dest=original, **kwargs)
+
+
+# -- the LSTM ---------------------------------------------------------------------------------
+
+#: The options that fix the LSTM's training set and W(0), and FIM's private model.
+LSTM_RUN_OPTIONS = ("protocol", "n_words", "maxlen", "test_size", "dim_proj", "use_dropout", "decay_c", "seed")
+
+
+def add_lstm_model_arguments(model, run) -> None:
+    """The LSTM's model flags into group `model` and its data/seed/precision flags into group `run`
+    (tutorial defaults, the original's `__main__` for `test_size`)."""
+    _both_spellings(model, "--dim-proj", "dim_proj", type=positive_int, default=128,
+                    help="word embedding dimension and number of LSTM hidden units")
+    _both_spellings(model, "--n-words", "n_words", type=vocabulary_size, default=10000, help="vocabulary size")
+    _both_spellings(model, "--maxlen", "maxlen", type=non_negative_int, default=100,
+                    help="training reviews this long or longer are left out (0: keep all)")
+    _both_spellings(model, "--test-size", "test_size", type=int, default=500,
+                    help="if > 0, evaluate on a random subset of this many test reviews (drawn before W(0), so "
+                         "it changes W(0))")
+    _both_spellings(model, "--decay-c", "decay_c", type=non_negative_float, default=0.0,
+                    help="weight decay for the classifier, applied to the U weights")
+    _both_spellings(model, "--use-dropout", "use_dropout", action=argparse.BooleanOptionalAction, default=True,
+                    help="dropout on the pooled LSTM output (without: slightly faster, worse test error)")
+    run.add_argument("--protocol", choices=PROTOCOLS, default="tutorial",
+                     help="tutorial: the original's splits (default); paper: train and test swapped (Wang et al., "
+                          "footnote 4)")
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="folder holding imdb.pkl (default: $DLTUTORIALS_DATA or the project's data/)")
+    run.add_argument("--seed", type=positive_int, default=123,
+                     help="seed of the numpy RandomState and of the dropout stream, > 0: the MRG stream refuses 0 "
+                          "(default: 123, the original's)")
+    run.add_argument("--floatX", choices=FLOAT_TYPES, default="float64", help="Aesara float type (default: float64)")
+
+
+def lstm_run_options(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in LSTM_RUN_OPTIONS}
+
+
+# -- the RNN-RBM ------------------------------------------------------------------------------
+
+
+def add_rnnrbm_model_arguments(group) -> None:
+    """The flags that fix a run's chunks and W(0) (tutorial defaults), shared by rnnrbm/train.py and
+    rnnrbm/fim.py so that a mined P always matches the run that uses it."""
+    d = RnnRbmConfig()
+    group.add_argument("--n-hidden", type=positive_int, default=d.n_hidden, help="RBM hidden units (%(default)s)")
+    group.add_argument("--n-hidden-recurrent", type=positive_int, default=d.n_hidden_recurrent,
+                       help="RNN hidden units (%(default)s)")
+    group.add_argument("--r", type=int, nargs=2, default=d.r, metavar=("LOW", "HIGH"),
+                       help="MIDI pitch range [LOW, HIGH) (%(default)s)")
+    group.add_argument("--dt", type=positive_float, default=d.dt, help="seconds per piano-roll frame (%(default)s)")
+    group.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                       help="frames per training chunk (%(default)s)")
+    group.add_argument("--k", type=positive_int, default=d.k, help="Gibbs steps of CD-k in training (%(default)s)")
+    group.add_argument("--seed", type=int, default=d.seed,
+                       help="numpy seed; the MRG seed, W(0) and shuffles follow from it (%(default)s = 0xbeef)")
+    group.add_argument("--floatX", choices=FLOAT_TYPES, default=d.floatX, help="(%(default)s)")

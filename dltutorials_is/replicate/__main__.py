@@ -1,0 +1,107 @@
+"""python -m dltutorials_is.replicate: run a figure's grid, plot it, or write REPLICATION.md.
+
+    python -m dltutorials_is.replicate fig4 --epochs 5 --train-subset 2000 --seeds 1 2 3 --n-jobs 2
+    python -m dltutorials_is.replicate fig6 --epochs 20 --n-jobs 2
+    python -m dltutorials_is.replicate report --fig4 runs/replication/fig4 --fig6 runs/replication/fig6
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from dltutorials_is.replicate.backends import make_backend
+from dltutorials_is.replicate.grid import run_grid
+from dltutorials_is.replicate.plots import plot_grid
+from dltutorials_is.replicate.report import write_report
+from dltutorials_is.replicate.specs import DEFAULT_ARMS, FIGURES, FigureConfig, grid_specs
+
+
+def _parse_cells(args, config: FigureConfig) -> list[tuple[int, float]]:
+    if args.cells:
+        cells = []
+        for text in args.cells:
+            try:
+                b, lr = text.split(":")
+                cells.append((int(b), float(lr)))
+            except ValueError:
+                raise SystemExit(f"--cells wants BATCH:STEP pairs such as 16:0.5, got {text!r}")
+        return cells
+    batch_sizes = args.batch_sizes or sorted({b for b, _ in config.cells})
+    if args.step_sizes:
+        return [(b, lr) for b in batch_sizes for lr in args.step_sizes]
+    return [(b, lr) for b, lr in config.cells if b in batch_sizes]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dltutorials_is.replicate",
+                                     description="Replicate the paper's Figures 4 and 6 as resumable grids.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, config in FIGURES.items():
+        p = sub.add_parser(name, help=config.title)
+        p.add_argument("--epochs", type=int, default=config.epochs)
+        p.add_argument("--train-subset", type=int, default=None, metavar="N",
+                       help="train on N samples only (default: the whole training set)")
+        p.add_argument("--subset-mode", choices=("random", "first"), default="random",
+                       help="which N: fixed random ones (RandomState(0), the same for every run) or the first N")
+        p.add_argument("--eval-subset", type=int, default=None, metavar="N",
+                       help="evaluate each per-epoch metric on N fixed random samples of its set (default: all)")
+        p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="(positive: they seed MRG streams too)")
+        p.add_argument("--step-sizes", type=float, nargs="+", help="override the step sizes (every batch size)")
+        p.add_argument("--batch-sizes", type=int, nargs="+", help="restrict/override the batch sizes")
+        p.add_argument("--cells", nargs="+", metavar="BATCH:STEP", help="explicit cells, e.g. 50:0.3 100:0.003")
+        p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
+        p.add_argument("--n-jobs", type=int, default=1, help="runs trained in parallel (joblib processes)")
+        p.add_argument("--out", type=Path, default=Path("runs/replication") / name)
+        p.add_argument("--data-dir", type=Path, default=None)
+        p.add_argument("--floatX", choices=("float64", "float32"), default="float64")
+        p.add_argument("--no-plots", action="store_true")
+    p = sub.add_parser("plot", help="plot a finished (or partial) grid")
+    p.add_argument("out", type=Path)
+    p.add_argument("--figures", type=Path, default=None, help="PNG directory (default: <out>/plots)")
+    p = sub.add_parser("report", help="write REPLICATION.md and its figures from the grids' logs")
+    p.add_argument("--fig4", type=Path, default=Path("runs/replication/fig4"))
+    p.add_argument("--fig6", type=Path, default=Path("runs/replication/fig6"))
+    p.add_argument("--output", type=Path, default=Path("REPLICATION.md"))
+    p.add_argument("--figures", type=Path, default=Path("docs/replication"))
+    p.add_argument("--summary", type=Path, default=None,
+                   help="hand-written markdown placed before the generated sections (e.g. docs/replication/summary.md)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "plot":
+        for path in plot_grid(args.out, args.figures or args.out / "plots"):
+            print(path)
+        return 0
+    if args.command == "report":
+        if args.summary is not None and not args.summary.is_file():
+            parser.error(f"--summary {args.summary}: no such file")
+        write_report({"fig4": args.fig4, "fig6": args.fig6}, args.output, args.figures, args.summary)
+        print(f"wrote {args.output} and figures in {args.figures}")
+        return 0
+
+    config = FIGURES[args.command]
+    backend = make_backend(args.command, data_dir=args.data_dir, floatX=args.floatX)
+    specs = grid_specs(args.command, _parse_cells(args, config), args.arms, args.seeds, args.epochs,
+                       args.train_subset, args.subset_mode, args.eval_subset)
+    command = "python -m dltutorials_is.replicate " + " ".join(shlex.quote(a) for a in argv)
+    statuses = run_grid(backend, specs, args.out, n_jobs=args.n_jobs, command=command)
+    failed = {k: v for k, v in statuses.items() if v.startswith("failed")}
+    runs = [v for k, v in statuses.items() if not k.startswith("fim:")]
+    print(f"{args.out}: {len(specs)} runs: {runs.count('done')} finished now, "
+          f"{runs.count('skipped')} finished before, {len(failed)} failed")
+    for status in failed.values():
+        print("  " + status, file=sys.stderr)
+    if not args.no_plots:
+        for path in plot_grid(args.out, args.out / "plots"):
+            print(path)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

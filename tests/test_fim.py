@@ -308,3 +308,9 @@ def test_each_worker_builds_its_trainer_once(tmp_path):
     _mine(spec, tmp_path / "p.pkl", n_jobs=2, shard_size=1)  # 23 chunks
     pids = builds.read_text().split()
     assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)
+
+
+def test_shards_pickled_before_the_fim_package_split_still_load():
+    new = pickle.dumps(fim.PrivateRun(3, 0.25, True, {("w", "norm"): 1.5}), protocol=0)
+    old = new.replace(b"dltutorials_is.fim.driver\n", b"dltutorials_is.fim\n")
+    assert old != new and pickle.loads(old) == fim.PrivateRun(3, 0.25, True, {("w", "norm"): 1.5})

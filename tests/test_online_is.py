@@ -1,4 +1,4 @@
-"""Behaviour of the Katharopoulos & Fleuret online importance sampler (dltutorials_is/online_is.py)."""
+"""Behaviour of the Katharopoulos & Fleuret online importance sampler (dltutorials_is/sampling/online.py)."""
 import numpy as np
 import pytest
 

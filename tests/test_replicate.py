@@ -54,7 +54,7 @@ class FakeModel:
 
 
 class FakeBackend(Backend):
-    """Prepares FakeModels: `is_gain` faster for IS arms. It records every FIM call and every run
+    """Prepares FakeModels: `is_gain` faster for IS arms (a number, or one per step size). It records every FIM call and every run
     prepared in files of `state_dir`, and can crash once at a chosen (run, epoch) like a killed process."""
 
     def __init__(self, state_dir, figure="fig4", is_gain=0.1, crash=None, regress_arm=None,
@@ -82,7 +82,8 @@ class FakeBackend(Backend):
     def prepare(self, spec, rng):
         with open(self.state_dir / "train_calls.txt", "a") as f:
             f.write(f"{spec.run_id}\n")
-        factor = 0.8 - (self.is_gain if spec.arm.startswith("is-") else 0.0)
+        gain = self.is_gain[spec.step_size] if isinstance(self.is_gain, dict) else self.is_gain
+        factor = 0.8 - (gain if spec.arm.startswith("is-") else 0.0)
         model = FakeModel(spec, factor, self.regress_arm, self.state_dir)
 
         def metrics(ctx):
@@ -243,8 +244,12 @@ def test_report_verdicts_follow_the_logs(tmp_path):
     assert "![fig4_epoch](docs/fig4_epoch.png)" in win
     # The commands and the scale shown come from the grid's own files.
     assert "subset mode ['random']" in win and "seeds [0, 1, 2]" in win
-    # Growing geometric gain with λ is not in the fake: the λ claim is judged, not assumed.
-    assert _verdict(win, "the gain is largest at λ = 0.5 and small at λ = 0.1") in ("held", "did not hold")
+    # The λ claim is judged from the logs: a gain peaking at λ = 0.5 holds it, one peaking at λ = 1 does not.
+    (tmp_path / "peak05").mkdir()
+    (tmp_path / "peak1").mkdir()
+    claim = "the gain is largest at λ = 0.5 and small at λ = 0.1"
+    assert _verdict(_report_for(tmp_path / "peak05", is_gain={0.1: 0.02, 0.5: 0.2, 1.0: 0.1}), claim) == "held"
+    assert _verdict(_report_for(tmp_path / "peak1", is_gain={0.1: 0.02, 0.5: 0.1, 1.0: 0.2}), claim) == "did not hold"
 
 
 def test_fig6_regression_claim_flips_with_the_logs(tmp_path):

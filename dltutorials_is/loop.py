@@ -32,7 +32,7 @@ class Progress:
     """Where the loop is; hooks read it and may set `stop`."""
 
     epoch: int  # 0-based index of the current epoch
-    updates: int = 0  # updates done in the whole run (this session's start included, see `fit`)
+    updates: int = 0  # updates done since `fit` was called
     samples: int = 0  # samples the current epoch's updates trained on
     indices: np.ndarray | None = None  # the last update's samples, weights and result
     weights: np.ndarray | None = None
@@ -59,13 +59,13 @@ class Hook:
 
 
 def fit(model: Model, sampler, rng: np.random.RandomState, epochs: int, hooks: list[Hook] = (),
-        start_epoch: int = 0, updates_done: int = 0, progress_bar: bool = True) -> Progress:
+        start_epoch: int = 0, progress_bar: bool = True) -> Progress:
     """Train `model` for epochs `start_epoch` .. `epochs - 1` on the batches `sampler.epoch(rng)` draws.
 
     Returns the final `Progress` (its `stop` set when a hook stopped the run, `interrupted` on Ctrl+C,
     which ends the run after the current update like the tutorials). Raises `TrainingDiverged`.
     """
-    state = Progress(epoch=start_epoch, updates=updates_done)
+    state = Progress(epoch=start_epoch)
     try:
         for epoch in range(start_epoch, epochs):
             state.epoch, state.samples, state.batches = epoch, 0, sampler.epoch(rng)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS before aesara loads)
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 import aesara
 
+from dltutorials_is.cluster import SCHEDULER_HELP, parallel_backend
 from dltutorials_is.datasets.download import DataError
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm import BASES, DEFAULTS, TRAINERS, LstmFimSpec, default_importance_path, initial_state
@@ -49,28 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parallel = parser.add_argument_group("parallelism")
     parallel.add_argument("--n-jobs", type=int, default=-1, help="joblib workers (default: all cores)")
-    parallel.add_argument("--backend", default=None, help="joblib backend: loky (default), threading, dask, …")
-    parallel.add_argument("--dask-scheduler", default=None,
-                          help="with --backend dask: scheduler address (default: a local cluster)")
+    parallel.add_argument("--backend", default=None,
+                          help="joblib backend: loky (default), threading, dask (a local dask cluster), …")
+    parallel.add_argument("--scheduler", "--dask-scheduler", metavar="ADDRESS", default=None, help=SCHEDULER_HELP)
     parallel.add_argument("--shard-size", type=int, default=64,
                           help="reviews per saved shard, the most a crash can lose per worker (default: %(default)s)")
     return parser
-
-
-@contextlib.contextmanager
-def dask_client(args):
-    if args.backend != "dask":
-        yield
-        return
-    from distributed import Client, LocalCluster
-
-    if args.dask_scheduler:
-        with Client(args.dask_scheduler):
-            yield
-    else:
-        workers = args.n_jobs if args.n_jobs > 0 else None
-        with LocalCluster(n_workers=workers, threads_per_worker=1) as cluster, Client(cluster):
-            yield
 
 
 def main(argv=None) -> int:
@@ -86,9 +70,8 @@ def main(argv=None) -> int:
         out = args.out or default_importance_path(options)
         print(f"FIM over {spec.n_samples} training reviews ({args.protocol} protocol), ε = {args.eps}, "
               f"λ = {args.step_size}, base {args.base}, {args.norm} norm, {args.trainer} trainer")
-        with dask_client(args):
-            fim.mine(spec, out, n_jobs=args.n_jobs, backend=args.backend, shard_size=args.shard_size,
-                     pilot=args.pilot)
+        with parallel_backend(args.backend, args.scheduler, args.n_jobs) as backend:
+            fim.mine(spec, out, n_jobs=args.n_jobs, backend=backend, shard_size=args.shard_size, pilot=args.pilot)
     except (DataError, fim.FIMError, ValueError) as error:
         sys.exit(f"error: {error}")
     return 0

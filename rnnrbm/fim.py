@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dltutorials_is.cluster import SCHEDULER_HELP, parallel_backend
 from dltutorials_is.datasets.download import DataError, default_data_dir
 from dltutorials_is.datasets.nottingham import load_nottingham
 from dltutorials_is.fim import driver as fim
@@ -34,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     mining.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES),
                         help="matrices to score; the first is the artefact's default (%(default)s)")
     mining.add_argument("--n-jobs", "--jobs", dest="jobs", type=int, default=-1, help="parallel workers, -1 = all cores (%(default)s)")
-    mining.add_argument("--backend", default=None, help="joblib backend: loky (default), threading, dask")
+    mining.add_argument("--backend", default=None,
+                        help="joblib backend: loky (default), threading, dask (a local dask cluster)")
+    mining.add_argument("--scheduler", metavar="ADDRESS", default=None, help=SCHEDULER_HELP)
     mining.add_argument("--shard-size", type=int, default=32, help="chunks per resumable shard (%(default)s)")
     mining.add_argument("--pilot", type=int, default=None, help="mine only N random chunks and print the summary")
     mining.add_argument("--out", type=Path, default=None, help="artefact path (default: named after the options)")
@@ -51,8 +54,9 @@ def main(argv=None) -> int:
         spec = RnnRbmFimSpec(songs, initial_values(config), config, eps=args.eps, lr=args.lr,
                              max_iters=args.max_iters, norm=args.norm, bases=args.bases)
         out = args.out or default_importance_path(config)
-        fim.mine(spec, None if args.pilot else out, n_jobs=args.jobs, backend=args.backend,
-                 shard_size=args.shard_size, pilot=args.pilot)
+        with parallel_backend(args.backend, args.scheduler, args.jobs) as backend:
+            fim.mine(spec, None if args.pilot else out, n_jobs=args.jobs, backend=backend,
+                     shard_size=args.shard_size, pilot=args.pilot)
     except (DataError, fim.FIMError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,9 +1,14 @@
 """The replication grid (dltutorials_is/replicate/) with a fake, instant model behind the real loop."""
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dltutorials_is.cluster import parallel_backend
 from dltutorials_is.io import read_json_lines as read_log
 from dltutorials_is.models.base import StepResult
 from dltutorials_is.replicate.__main__ import _parse_cells, build_parser
@@ -58,7 +63,7 @@ class FakeBackend(Backend):
     prepared in files of `state_dir`, and can crash once at a chosen (run, epoch) like a killed process."""
 
     def __init__(self, state_dir, figure="fig4", is_gain=0.1, crash=None, regress_arm=None,
-                 log_grad_variance=False, constant_error=0.45):
+                 log_grad_variance=False, constant_error=0.45, epoch_seconds=0.0):
         self.state_dir = Path(state_dir)
         self.figure = figure
         self.is_gain = is_gain
@@ -66,6 +71,7 @@ class FakeBackend(Backend):
         self.regress_arm = regress_arm  # fig6: this arm's cost goes back up after epoch 3
         self.log_grad_variance = log_grad_variance
         self.constant_error = constant_error
+        self.epoch_seconds = epoch_seconds  # slows the fake down, so a worker can be killed mid-run
 
     def protocol_key(self, spec):
         return f"b{spec.batch_size}_subset{spec.train_subset}"
@@ -82,6 +88,8 @@ class FakeBackend(Backend):
     def prepare(self, spec, rng):
         with open(self.state_dir / "train_calls.txt", "a") as f:
             f.write(f"{spec.run_id}\n")
+        with open(self.state_dir / "pids.txt", "a") as f:
+            f.write(f"{spec.run_id} {os.getpid()}\n")
         gain = self.is_gain[spec.step_size] if isinstance(self.is_gain, dict) else self.is_gain
         factor = 0.8 - (gain if spec.arm.startswith("is-") else 0.0)
         model = FakeModel(spec, factor, self.regress_arm, self.state_dir)
@@ -91,6 +99,7 @@ class FakeBackend(Backend):
                 (self.state_dir / "crashed").touch()
                 raise RuntimeError("simulated kill")
             with ctx.evaluation(N_TRAIN):
+                time.sleep(self.epoch_seconds)
                 value = model.value
             if self.figure == "fig6":
                 values = {"cost": value}
@@ -365,3 +374,45 @@ def test_report_puts_the_hand_written_summary_first(tmp_path):
     write_report({"fig4": tmp_path / "fig4"}, output, tmp_path / "docs", summary)
     text = output.read_text()
     assert text.index("Why λ = 2 was run.") < text.index("## Figure 4")
+
+
+def _without_clocks(records):
+    return [{k: v for k, v in r.items() if not k.endswith("wall_s")} for r in records]
+
+
+def test_grid_on_a_dask_cluster_survives_a_killed_worker_with_the_logs_of_a_serial_run(tmp_path):
+    """A real scheduler and two worker processes on localhost; one worker is killed (SIGKILL) while it
+    trains a run. The run is rescheduled, resumes from its checkpoint, and every log equals a serial run's."""
+    from distributed import LocalCluster
+
+    grid = specs(arms=("uniform", "online", "is-paper"), seeds=(0, 1), cells=((8, 0.5),), epochs=5)
+    for name in ("serial", "dask"):
+        (tmp_path / name).mkdir()
+    run_grid(FakeBackend(tmp_path / "serial"), grid, tmp_path / "serial_out", progress=False)
+
+    out, state = tmp_path / "dask_out", tmp_path / "dask"
+    backend = FakeBackend(state, epoch_seconds=0.3)
+    statuses = {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with parallel_backend(None, cluster.scheduler_address, 2) as parallel:
+            runner = threading.Thread(target=lambda: statuses.update(
+                run_grid(backend, grid, out, n_jobs=2, progress=False, parallel=parallel)))
+            runner.start()
+            killed, deadline = None, time.monotonic() + 120
+            while killed is None and time.monotonic() < deadline:
+                for line in calls(state, "pids.txt"):
+                    run_id, pid = line.split()
+                    directory = out / "runs" / run_id
+                    if 2 <= len(read_log(directory / "log.jsonl")) <= 3:  # epochs 1-2 of 5 logged: mid-run
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed = run_id
+                        break
+                time.sleep(0.05)
+            runner.join(timeout=180)
+    assert killed is not None, "no run was caught mid-way"
+    assert not runner.is_alive() and set(statuses.values()) == {"done"}, statuses
+    assert calls(state, "train_calls.txt").count(killed) == 2  # prepared again on a live worker ...
+    assert any(line.startswith(f"{killed} resumed after ") for line in calls(state, "train_calls.txt"))  # ... resumed
+    for spec in grid:
+        serial = read_log(run_dir(tmp_path / "serial_out", spec) / "log.jsonl")
+        assert _without_clocks(read_log(run_dir(out, spec) / "log.jsonl")) == _without_clocks(serial), spec.run_id

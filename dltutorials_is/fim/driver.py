@@ -23,7 +23,6 @@ crash, and assembles one artefact that `load_importance` reads back and verifies
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -35,9 +34,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs, parallel_config
+from joblib import delayed, effective_n_jobs
 from tqdm import tqdm
 
+from dltutorials_is.cluster import pool
 from dltutorials_is.io import atomic_pickle, atomic_write_text, fingerprint
 from dltutorials_is.sampling.samplers import format_p_summary
 
@@ -130,12 +130,6 @@ def _run_chunk(spec, run_key: str, indices: Sequence[int]):
     start = time.perf_counter()
     runs = [_worker.run(int(i)) for i in indices]
     return list(indices), runs, time.perf_counter() - start
-
-
-def _parallel(n_jobs: int, backend: str | None) -> Parallel:
-    """A joblib pool yielding chunks as they finish; parallel_config resolves "dask" and friends."""
-    with parallel_config(backend=backend) if backend else contextlib.nullcontext():
-        return Parallel(n_jobs=n_jobs, return_as="generator_unordered")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +234,7 @@ def _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, 
     size = max(1, min(shard_size, pilot // (4 * effective_n_jobs(n_jobs))))  # keep every worker busy
     runs, seconds = {}, 0.0
     with tqdm(total=pilot, unit="sample", desc="FIM pilot", disable=not progress, smoothing=0.1) as bar:
-        for idx, chunk_runs, secs in _parallel(n_jobs, backend)(
+        for idx, chunk_runs, secs in pool(n_jobs, backend, "generator_unordered")(
             delayed(_run_chunk)(spec, run_key, indices[k : k + size]) for k in range(0, pilot, size)
         ):
             runs.update(zip(idx, chunk_runs))
@@ -273,7 +267,7 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
         log(f"resuming FIM: {n_shards - len(todo)} of {n_shards} shards already done in {parts}")
 
     with tqdm(total=n, initial=len(runs), unit="sample", desc="FIM", disable=not progress, smoothing=0.1) as bar:
-        for idx, chunk_runs, secs in _parallel(n_jobs, backend)(
+        for idx, chunk_runs, secs in pool(n_jobs, backend, "generator_unordered")(
             delayed(_run_chunk)(spec, run_key, shard_indices[k]) for k in todo
         ):
             shard = idx[0] // shard_size

@@ -3,6 +3,7 @@
     python -m dltutorials_is.replicate fig4 --epochs 5 --train-subset 2000 --seeds 1 2 3 --n-jobs 2
     python -m dltutorials_is.replicate fig6 --epochs 20 --n-jobs 2
     python -m dltutorials_is.replicate report --fig4 runs/replication/fig4 --fig6 runs/replication/fig6
+    python -m dltutorials_is.replicate fig6 --scheduler tcp://HOST:8786 --n-jobs -1   # on a dask cluster
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from dltutorials_is.cluster import SCHEDULER_HELP, parallel_backend
 from dltutorials_is.replicate.backends import make_backend
 from dltutorials_is.replicate.grid import run_grid
 from dltutorials_is.replicate.plots import plot_grid
@@ -52,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-sizes", type=int, nargs="+", help="restrict/override the batch sizes")
         p.add_argument("--cells", nargs="+", metavar="BATCH:STEP", help="explicit cells, e.g. 50:0.3 100:0.003")
         p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
-        p.add_argument("--n-jobs", type=int, default=1, help="runs trained in parallel (joblib processes)")
+        p.add_argument("--n-jobs", type=int, default=1,
+                       help="runs trained at once: processes here, or tasks on the --scheduler's workers "
+                            "(-1: as many as there are cores or workers) (default: %(default)s)")
+        p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=SCHEDULER_HELP)
         p.add_argument("--out", type=Path, default=Path("runs/replication") / name)
         p.add_argument("--data-dir", type=Path, default=None)
         p.add_argument("--floatX", choices=("float64", "float32"), default="float64")
@@ -90,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = grid_specs(args.command, _parse_cells(args, config), args.arms, args.seeds, args.epochs,
                        args.train_subset, args.subset_mode, args.eval_subset)
     command = "python -m dltutorials_is.replicate " + " ".join(shlex.quote(a) for a in argv)
-    statuses = run_grid(backend, specs, args.out, n_jobs=args.n_jobs, command=command)
+    with parallel_backend(None, args.scheduler, args.n_jobs) as parallel:
+        statuses = run_grid(backend, specs, args.out, n_jobs=args.n_jobs, command=command, parallel=parallel)
     failed = {k: v for k, v in statuses.items() if v.startswith("failed")}
     runs = [v for k, v in statuses.items() if not k.startswith("fim:")]
     print(f"{args.out}: {len(specs)} runs: {runs.count('done')} finished now, "

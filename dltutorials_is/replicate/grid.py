@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from tqdm import tqdm
 
+from dltutorials_is.cluster import pool
 from dltutorials_is.io import append_json_line, atomic_pickle, atomic_write_text, read_json_lines, rewrite_json_lines
 from dltutorials_is.loop import Hook, Progress, fit
 from dltutorials_is.models.base import Model
@@ -383,8 +384,10 @@ def _fim_job(backend: Backend, spec: RunSpec, out: Path) -> str:
 
 
 def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1, command: str = "",
-             progress: bool = True) -> dict[str, str]:
-    """FIM first (once per protocol and seed), then every run; both phases in parallel with joblib."""
+             progress: bool = True, parallel: str | None = None) -> dict[str, str]:
+    """FIM first (once per protocol and seed), then every run; both phases in parallel with joblib on
+    the `parallel` backend (None: processes here; "dask": the workers of the active dask client, where
+    a run lost with its worker is run again, resuming from its last checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
     _write_manifest(out, specs, command)
     fim_jobs = {}
@@ -400,7 +403,7 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
         if not todo:
             continue
         work = _fim_job if label == "FIM" else execute_run
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(work)(backend, s, out) for s in todo)
+        results = pool(n_jobs, parallel)(delayed(work)(backend, s, out) for s in todo)
         bar = tqdm(total=len(todo), desc=label, disable=not progress, file=sys.stderr)
         for index, status in enumerate(results):  # exhausted fully: joblib reuses its workers afterwards
             statuses[key(todo[index])] = status

@@ -1,8 +1,11 @@
 """The replication grid (dltutorials_is/replicate/) with a fake, instant model behind the real loop."""
+import json
 import os
+import pickle
 import signal
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +419,17 @@ def test_grid_on_a_dask_cluster_survives_a_killed_worker_with_the_logs_of_a_seri
     for spec in grid:
         serial = read_log(run_dir(tmp_path / "serial_out", spec) / "log.jsonl")
         assert _without_clocks(read_log(run_dir(out, spec) / "log.jsonl")) == _without_clocks(serial), spec.run_id
+
+
+def test_a_checkpoint_of_an_older_version_restarts_its_run_with_a_message(tmp_path, capsys):
+    grid = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=3)
+    directory = run_dir(tmp_path / "out", grid[0])
+    directory.mkdir(parents=True)
+    (directory / "spec.json").write_text(json.dumps(asdict(grid[0])))
+    (directory / "log.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    with open(directory / "checkpoint.pkl", "wb") as f:  # the layout the backends' own loops wrote
+        pickle.dump({"epoch": 1, "backend": {"value": 0.3}, "rng": None, "counters": {}, "sampler_state": None}, f)
+    assert run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False) == {grid[0].run_id: "done"}
+    assert "not a checkpoint of this version; the run starts over" in capsys.readouterr().err
+    assert calls(tmp_path, "train_calls.txt") == [grid[0].run_id]  # prepared once, never resumed
+    assert [r["epoch"] for r in read_log(directory / "log.jsonl")] == [0, 1, 2, 3]

@@ -2,13 +2,15 @@
 
 Two modes: `lstm` (the default, so the first word may be left out) and `rnnrbm`.
 
-The original is *your own copy* of lisa-lab/DeepLearningTutorials' `code/` files (this repository
-does not include them): `--original DIR`, or `$DLTUTORIALS_ORIGINAL`, or `--from-git GIT_DIR` to
-take them from a clone's HEAD. It runs unmodified under Aesara through the `theano` shim in
-`tools/original_shim/`. Both runs use the same data, seed, floatX and BLAS, and go side by side
-(two processes), so the times printed include any competition for the CPU. Prints each run's time,
-the largest relative difference and a verdict; exits 0 when the outputs agree, 1 when they do not,
-2 when a run failed.
+The original is a copy of lisa-lab/DeepLearningTutorials' `code/` files (this repository does not
+include them), taken from `--original DIR` (a folder holding them) or `--from-git GIT_DIR` (a
+clone's HEAD); without either, from the folder `$DLTUTORIALS_ORIGINAL`; without that, from
+`../shared/originals` beside the repository's root folder when it holds the mode's files
+(`lstm.py` and `imdb.py`, or `rnnrbm.py`), which is where the tests and CI find them. It runs
+unmodified under Aesara through the `theano` shim in `tools/original_shim/`. Both runs use the
+same data, seed, floatX and BLAS, and go side by side (two processes), so the times printed
+include any competition for the CPU. Prints each run's time, the largest relative difference and a
+verdict; exits 0 when the outputs agree, 1 when they do not, 2 when a run failed.
 
 LSTM (`code/lstm.py`, `code/imdb.py`): one intervention in the original, its
 `get_minibatches_idx` returns a list instead of Python 3's one-shot `zip` (the same fix the port
@@ -37,6 +39,7 @@ The original prints, per epoch, `Epoch i/n` and the mean monitor (pseudo-log-lik
 epoch's updates; the port logs that number as `train_monitor_during_epoch`. Each epoch's pair must
 agree within `--rtol`.
 
+    python tools/diff_against_original.py            # the original from ../shared/originals
     python tools/diff_against_original.py --from-git ../DeepLearningTutorials/.git
     python tools/diff_against_original.py --original ~/DeepLearningTutorials/code --set dim_proj=16
     python tools/diff_against_original.py rnnrbm --from-git ../DeepLearningTutorials/.git --songs 100 --epochs 2
@@ -62,6 +65,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIM = REPO_ROOT / "tools" / "original_shim"
+# Where the original tutorials are found when no other place is given: a `shared/` folder beside the
+# repository's root folder (the tests and CI run against it).
+DEFAULT_ORIGINALS = REPO_ROOT.parent / "shared" / "originals"
 ORIGINAL_FILES = ("lstm.py", "imdb.py")
 GIT_PATHS = {"lstm.py": "code/lstm.py", "imdb.py": "code/imdb.py"}
 # Short, but long enough to cross validations, a save and an epoch boundary.
@@ -288,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--original", type=Path, help="folder with the original lstm.py and imdb.py "
-                        "(default: $DLTUTORIALS_ORIGINAL)")
+                        f"(default: $DLTUTORIALS_ORIGINAL, else {DEFAULT_ORIGINALS})")
     source.add_argument("--from-git", type=Path, metavar="GIT_DIR",
                         help="take code/lstm.py and code/imdb.py from HEAD of this DeepLearningTutorials clone")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="folder holding imdb.pkl "
@@ -303,14 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def locate_original(args, parser) -> tuple[Path | None, Path | None]:
-    """`(folder, git_dir)`: where the original comes from."""
+def locate_original(args, parser, names: tuple[str, ...]) -> tuple[Path | None, Path | None]:
+    """`(folder, git_dir)`: where the original comes from. `--from-git`, `--original` or
+    `$DLTUTORIALS_ORIGINAL` when given (their files are checked when they are read), else
+    DEFAULT_ORIGINALS if it holds all of `names`."""
     if args.from_git:
         return None, args.from_git
-    folder = args.original or (Path(os.environ["DLTUTORIALS_ORIGINAL"]) if os.environ.get("DLTUTORIALS_ORIGINAL") else None)
-    if folder is None:
-        parser.error("give the original with --original DIR, $DLTUTORIALS_ORIGINAL or --from-git GIT_DIR")
-    return folder, None
+    if args.original:
+        return args.original, None
+    if os.environ.get("DLTUTORIALS_ORIGINAL"):
+        return Path(os.environ["DLTUTORIALS_ORIGINAL"]), None
+    if all((DEFAULT_ORIGINALS / name).is_file() for name in names):
+        return DEFAULT_ORIGINALS, None
+    files = " and ".join(names)
+    parser.error(f"no original {files} in {DEFAULT_ORIGINALS}, the default place; pass --original DIR (a folder "
+                 f"holding {files}, e.g. the tutorial's code/ folder), set $DLTUTORIALS_ORIGINAL to such a "
+                 "folder, or pass --from-git GIT_DIR (the .git folder of a DeepLearningTutorials clone)")
 
 
 def run_side_by_side(work: Path, start_original, start_port):
@@ -357,6 +371,10 @@ def workspace(keep: Path | None, prefix: str):
             print(f"outputs kept in {work}", file=sys.stderr)
 
 
+def describe_source(folder: Path | None, git_dir: Path | None) -> str:
+    return f"HEAD of {git_dir}" if git_dir else str(folder)
+
+
 def fetch_original(work: Path, folder: Path | None, git_dir: Path | None, paths: dict[str, str]) -> Path:
     """The original's files (`paths`: name -> path in the repository) in work/original-source."""
     source = work / "original-source"
@@ -374,7 +392,7 @@ def fetch_original(work: Path, folder: Path | None, git_dir: Path | None, paths:
 def main_lstm(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    folder, git_dir = locate_original(args, parser)
+    folder, git_dir = locate_original(args, parser, tuple(GIT_PATHS))
     settings = dict(DEFAULT_SETTINGS)
     known = train_lstm_parameters() - {"protocol", "data_dir", "seed", "data_seed", "sampler", "p"}
     for name, value in args.set:
@@ -388,6 +406,7 @@ def main_lstm(argv=None) -> int:
 
     with workspace(args.keep, "diff-lstm-") as work:
         source = fetch_original(work, folder, git_dir, GIT_PATHS)
+        print(f"original taken from {describe_source(folder, git_dir)}", flush=True)
         print(f"settings: {settings}", flush=True)
         runs = run_side_by_side(
             work,
@@ -502,7 +521,7 @@ def build_rnnrbm_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--original", type=Path, help="folder with the original rnnrbm.py "
-                        "(default: $DLTUTORIALS_ORIGINAL)")
+                        f"(default: $DLTUTORIALS_ORIGINAL, else {DEFAULT_ORIGINALS})")
     source.add_argument("--from-git", type=Path, metavar="GIT_DIR",
                         help="take code/rnnrbm.py from HEAD of this DeepLearningTutorials clone")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data",
@@ -534,7 +553,7 @@ def check_nottingham(data_dir: Path) -> None:
 def main_rnnrbm(argv=None) -> int:
     parser = build_rnnrbm_parser()
     args = parser.parse_args(argv)
-    folder, git_dir = locate_original(args, parser)
+    folder, git_dir = locate_original(args, parser, tuple(RNNRBM_GIT_PATHS))
     if args.songs < 0:
         parser.error(f"--songs must be 0 (all) or positive, not {args.songs}")
     check_nottingham(args.data_dir)
@@ -542,6 +561,7 @@ def main_rnnrbm(argv=None) -> int:
 
     with workspace(args.keep, "diff-rnnrbm-") as work:
         source = fetch_original(work, folder, git_dir, RNNRBM_GIT_PATHS)
+        print(f"original taken from {describe_source(folder, git_dir)}", flush=True)
         shown = dict(settings, songs=settings["songs"] or "all")
         print(f"settings: {shown}, seed {RNNRBM_SEED:#x}", flush=True)
         runs = run_side_by_side(

@@ -1,6 +1,9 @@
 """Command-line flags the scripts share: value types that refuse bad numbers at parse time, and each
 model's flags defined once, so a FIM artefact, a variance probe and a training run built from the same
 flags always describe the same training set and W(0).
+
+Every numeric flag of every command goes through one of the types below, so the same mistake gets
+the same message everywhere (argparse prints it as `error: argument --flag: ...` and exits with 2).
 """
 from __future__ import annotations
 
@@ -12,6 +15,12 @@ from dltutorials_is.datasets.imdb import PROTOCOLS
 from dltutorials_is.models.rnnrbm import RnnRbmConfig
 
 FLOAT_TYPES = ("float64", "float32")
+#: The MRG generator (dropout, Gibbs chains) refuses seed 0 and seeds from this value on.
+MRG_SEED_LIMIT = 2147462579
+NUMPY_SEED_LIMIT = 2**32
+#: Shortest piano-roll frame accepted: Nottingham at dt = 0.3 s is 150,000 frames; 0.01 s makes it 30x longer.
+MIN_FRAME_SECONDS = 0.01
+MIDI_PITCHES = 128
 
 
 def positive_int(text: str) -> int:
@@ -50,6 +59,85 @@ def positive_float(text: str) -> float:
     return value
 
 
+def n_jobs(text: str) -> int:
+    """joblib workers: a positive number, or -1 for all cores."""
+    value = int(text)
+    if value <= 0 and value != -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of workers or -1 (all cores), got {text}")
+    return value
+
+
+def lstm_seed(text: str) -> int:
+    """Seeds both numpy's RandomState and the MRG dropout stream, which refuses 0."""
+    value = int(text)
+    if not 0 < value < MRG_SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 1..{MRG_SEED_LIMIT - 1} (it also seeds the MRG random "
+                                         f"stream, which refuses 0), got {text}")
+    return value
+
+
+def numpy_seed(text: str) -> int:
+    """A numpy RandomState seed."""
+    value = int(text)
+    if not 0 <= value < NUMPY_SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 0..{NUMPY_SEED_LIMIT - 1}, got {text}")
+    return value
+
+
+def reviews_or_all(text: str) -> int:
+    """The LSTM's test subset: N > 0 reviews drawn at random, or 0 / -1 for all (as `load_splits` reads it)."""
+    value = int(text)
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of reviews, or 0 or -1 for all, got {text}")
+    return value
+
+
+def frame_seconds(text: str) -> float:
+    """Seconds per piano-roll frame."""
+    value = float(text)
+    if not (MIN_FRAME_SECONDS <= value and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= {MIN_FRAME_SECONDS} (shorter frames "
+                                         f"make the piano-rolls too long to hold), got {text}")
+    return value
+
+
+def cell(text: str) -> tuple[int, float]:
+    """A replication cell BATCH:STEP, e.g. 16:0.5."""
+    try:
+        batch, step = text.split(":")
+        return positive_int(batch), positive_float(step)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"must be BATCH:STEP with a positive batch size and a finite step size > 0, "
+                                         f"such as 16:0.5, got {text!r}") from None
+
+
+class PitchRange(argparse.Action):
+    """`--r LOW HIGH`: MIDI pitches LOW..HIGH-1, with 0 <= LOW < HIGH <= 128."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        low, high = values
+        if not 0 <= low < high <= MIDI_PITCHES:
+            raise argparse.ArgumentError(self, f"must be LOW HIGH with 0 <= LOW < HIGH <= {MIDI_PITCHES} (MIDI "
+                                               f"pitches LOW..HIGH-1), got {low} {high}")
+        setattr(namespace, self.dest, (low, high))
+
+
+def eval_splits(text: str) -> tuple[str, ...]:
+    """A comma list of the splits evaluated besides train ('' for none)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in ("valid", "test")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"must be a comma list of valid and test (or '' for none), got {text!r}")
+    return names
+
+
+def add_on_bad_argument(group) -> None:
+    """`--on-bad {error,skip}`: what loading Nottingham does with a MIDI file that does not read."""
+    group.add_argument("--on-bad", choices=("error", "skip"), default="error",
+                       help="unreadable MIDI files: stop with an error naming the file (default), or skip them "
+                            "with a warning")
+
+
 def vocabulary_size(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -78,9 +166,9 @@ def add_lstm_model_arguments(model, run) -> None:
     _both_spellings(model, "--n-words", "n_words", type=vocabulary_size, default=10000, help="vocabulary size")
     _both_spellings(model, "--maxlen", "maxlen", type=non_negative_int, default=100,
                     help="training reviews this long or longer are left out (0: keep all)")
-    _both_spellings(model, "--test-size", "test_size", type=int, default=500,
+    _both_spellings(model, "--test-size", "test_size", type=reviews_or_all, default=500,
                     help="if > 0, evaluate on a random subset of this many test reviews (drawn before W(0), so "
-                         "it changes W(0))")
+                         "it changes W(0)); 0 or -1: all")
     _both_spellings(model, "--decay-c", "decay_c", type=non_negative_float, default=0.0,
                     help="weight decay for the classifier, applied to the U weights")
     _both_spellings(model, "--use-dropout", "use_dropout", action=argparse.BooleanOptionalAction, default=True,
@@ -90,7 +178,7 @@ def add_lstm_model_arguments(model, run) -> None:
                           "footnote 4)")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="folder holding imdb.pkl (default: $DLTUTORIALS_DATA or the project's data/)")
-    run.add_argument("--seed", type=positive_int, default=123,
+    run.add_argument("--seed", type=lstm_seed, default=123,
                      help="seed of the numpy RandomState and of the dropout stream, > 0: the MRG stream refuses 0 "
                           "(default: 123, the original's)")
     run.add_argument("--floatX", choices=FLOAT_TYPES, default="float64", help="Aesara float type (default: float64)")
@@ -110,12 +198,12 @@ def add_rnnrbm_model_arguments(group) -> None:
     group.add_argument("--n-hidden", type=positive_int, default=d.n_hidden, help="RBM hidden units (%(default)s)")
     group.add_argument("--n-hidden-recurrent", type=positive_int, default=d.n_hidden_recurrent,
                        help="RNN hidden units (%(default)s)")
-    group.add_argument("--r", type=int, nargs=2, default=d.r, metavar=("LOW", "HIGH"),
+    group.add_argument("--r", type=int, nargs=2, default=d.r, metavar=("LOW", "HIGH"), action=PitchRange,
                        help="MIDI pitch range [LOW, HIGH) (%(default)s)")
-    group.add_argument("--dt", type=positive_float, default=d.dt, help="seconds per piano-roll frame (%(default)s)")
+    group.add_argument("--dt", type=frame_seconds, default=d.dt, help="seconds per piano-roll frame (%(default)s)")
     group.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                        help="frames per training chunk (%(default)s)")
     group.add_argument("--k", type=positive_int, default=d.k, help="Gibbs steps of CD-k in training (%(default)s)")
-    group.add_argument("--seed", type=int, default=d.seed,
+    group.add_argument("--seed", type=numpy_seed, default=d.seed,
                        help="numpy seed; the MRG seed, W(0) and shuffles follow from it (%(default)s = 0xbeef)")
     group.add_argument("--floatX", choices=FLOAT_TYPES, default=d.floatX, help="(%(default)s)")

@@ -1,6 +1,9 @@
 """Files that survive a kill, and fingerprints of what a result was computed from.
 
-Atomic writes: a killed run leaves either the old file or the complete new one, never half. JSON-lines
+Output checks: `check_writable` and `check_writable_dir` try, before a command spends any work, that
+its outputs can be written where they will be, so a bad path fails in the first second, not after
+a night of training. Atomic writes: a killed run leaves either the old file or the complete new one,
+never half. Finite checks: `require_finite` refuses to save parameters holding NaN or inf. JSON-lines
 logs: one record per line, appended and fsynced, so a kill leaves only whole lines (and a cut last line
 is dropped when read back). Fingerprints: a SHA-256 over data and settings, so a saved result can tell
 whether it belongs to the data it is asked to serve.
@@ -17,11 +20,85 @@ from typing import Callable
 
 import numpy as np
 
+from dltutorials_is.errors import OutputError, UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _named(path: Path, flag: str | None) -> str:
+    return f"{flag} {path}" if flag else str(path)
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The file (not folder) standing at `folder` or at one of its ancestors, if any."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _probe_folder(folder: Path, what: str) -> None:
+    """Create `folder` if missing, then create and remove a temporary file in it."""
+    blocker = _blocking_file(folder)
+    if blocker is not None:
+        raise OutputError(f"cannot write {what}: {blocker} is a file, not a folder — choose another path, or move "
+                          "that file away")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot write {what}: cannot create the folder {folder} ({error.strerror or error}) — "
+                          "choose a location you can write to") from error
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=".tmp")
+    except OSError as error:
+        raise OutputError(f"cannot write {what}: the folder {folder} is not writable ({error.strerror or error}) — "
+                          "choose a location you can write to, or fix its permissions") from error
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_writable(path: Path | str, flag: str | None = None) -> Path:
+    """Make sure a file can be (atomically) written at `path`, before any work is spent on it.
+
+    Creates its folder if missing and creates and removes a temporary file beside it (which is what
+    `write_atomically` needs). Raises `OutputError` naming `flag` (e.g. "--saveto") and the path for a
+    folder standing at `path`, a file standing where a folder must be, or a read-only location.
+    """
+    path = Path(path)
+    what = _named(path, flag)
+    if path.is_dir():
+        raise OutputError(f"cannot write {what}: it is a folder — give the name of a file")
+    _probe_folder(path.parent, what)
+    return path
+
+
+def check_writable_dir(folder: Path | str, flag: str | None = None) -> Path:
+    """Make sure files can be written inside `folder` (created if missing); `OutputError` if not."""
+    folder = Path(folder)
+    _probe_folder(folder, _named(folder, flag))
+    return folder
+
+
+class NotSaved(UserError, RuntimeError):
+    """Refused to save parameters holding NaN or inf; whatever was at the path is left as it was."""
+
+
+def non_finite(arrays) -> list[str]:
+    """The names of the arrays (a mapping) holding a NaN or an infinity."""
+    return [name for name, value in arrays.items()
+            if np.asarray(value).dtype.kind in "fc" and not np.all(np.isfinite(value))]
+
+
+def require_finite(arrays, path: Path | str) -> None:
+    """Raise `NotSaved` before `arrays` with NaN or inf could be written over `path`."""
+    bad = non_finite(arrays)
+    if bad:
+        raise NotSaved(f"not saving {path}: {', '.join(bad)} hold NaN or inf (the training diverged) — {path} "
+                       "keeps what it held; lower the step size and train again")
 
 
 def write_atomically(path: Path | str, write: Callable, mode: str = "wb") -> None:

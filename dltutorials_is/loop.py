@@ -3,14 +3,15 @@
     for epoch:
         for (indices, weights) in sampler.epoch(rng):
             step = model.train_step(indices, weights)
-            stop if the cost is not finite (the step was not applied)
+            stop if the cost or the new parameters are not finite
             hooks.after_update(...)
         hooks.end_epoch(...)
 
 What differs between the tutorials' printing, mid-epoch validation, saving and early stopping, the
 RNN-RBM's no-update evaluation and the replication's metrics and checkpoints is a `Hook`, not a copy of
-this loop. The divergence policy lives here once: a non-finite cost stops training with
-`TrainingDiverged`, after every hook's `diverged` has seen the (still last good) model.
+this loop. The divergence policy lives here once: a non-finite cost, or a step that made the parameters
+non-finite, stops training with `TrainingDiverged`, after every hook's `diverged` has seen the model
+(still the last good one unless the step says it was applied).
 """
 from __future__ import annotations
 
@@ -20,11 +21,23 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from dltutorials_is.errors import UserError
 from dltutorials_is.models.base import Model, StepResult
 
 
-class TrainingDiverged(RuntimeError):
-    """The cost became NaN or infinite. The step that produced it was not applied."""
+class TrainingDiverged(UserError, RuntimeError):
+    """The cost, or the parameters after a step, became NaN or infinite; the message says whether the
+    step was applied."""
+
+
+def divergence_message(step: StepResult, epoch: int, updates: int, indices) -> str:
+    where = f"at epoch {epoch + 1}, update {updates} (samples {np.asarray(indices).tolist()[:8]})"
+    if not np.isfinite(step.cost):
+        what = f"the cost became {step.cost} {where}"
+    else:
+        what = f"the step {where} made the parameters NaN or infinite, although its cost {step.cost} was finite"
+    applied = "that update was not applied" if not step.applied else "that update could not be undone"
+    return f"{what}; {applied} — lower the step size (or check the data) and train again"
 
 
 @dataclass
@@ -55,7 +68,8 @@ class Hook:
         """Called after every epoch, also one a hook stopped early (`progress.stop`), not an interrupted one."""
 
     def diverged(self, model: Model, progress: Progress) -> None:
-        """The last step's cost was not finite; the model still holds the parameters before it."""
+        """The last step's cost, or the parameters after it, were not finite (`progress.step`); unless
+        `progress.step.applied`, the model still holds the parameters before it."""
 
 
 def fit(model: Model, sampler, rng: np.random.RandomState, epochs: int, hooks: list[Hook] = (),
@@ -81,9 +95,7 @@ def fit(model: Model, sampler, rng: np.random.RandomState, epochs: int, hooks: l
                 if not step.finite:
                     for hook in hooks:
                         hook.diverged(model, state)
-                    raise TrainingDiverged(
-                        f"the cost became {step.cost} at epoch {epoch + 1}, update {state.updates} (samples "
-                        f"{np.asarray(indices).tolist()[:8]}); that update was not applied")
+                    raise TrainingDiverged(divergence_message(step, epoch, state.updates, indices))
                 for hook in hooks:
                     hook.after_update(model, state)
                 if state.stop:

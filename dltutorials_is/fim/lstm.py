@@ -40,6 +40,7 @@ import aesara.tensor as at
 from aesara.tensor.special import softmax
 
 from dltutorials_is.datasets.imdb import imdb_paths, load_splits
+from dltutorials_is.errors import SettingError
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm_kernels import LSTMForward
 from dltutorials_is.graphs import lstm as graph
@@ -106,10 +107,11 @@ class LstmFimSpec:
         fim.check_private_run_options(norm, bases, BASES, eps, lr, max_iters)
         seqs, labels = train
         if len(seqs) == 0:
-            raise ValueError("the training set is empty")
+            raise SettingError("the training set is empty — FIM needs at least one review")
         self.lengths = np.array([len(s) for s in seqs], dtype="int64")
         if np.any(self.lengths == 0):
-            raise ValueError(f"review {int(np.flatnonzero(self.lengths == 0)[0])} is empty")
+            raise SettingError(f"review {int(np.flatnonzero(self.lengths == 0)[0])} is empty (no words) — FIM "
+                               "cannot train on it; rebuild imdb.pkl with `python data/prepare_imdb.py --force`")
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         self.words = np.concatenate([np.asarray(s, dtype="int64") for s in seqs])
         self.labels = np.asarray(labels, dtype="int64")
@@ -190,6 +192,7 @@ class PlainPrivateTrainer(_PrivateTrainer):
                    "use_dropout": spec.use_dropout, "decay_c": spec.decay_c, "optimizer": "sgd",
                    "lrate": np.asarray(spec.lr, dtype=spec.floatX)}
         self.model = LstmModel(options, (reviews, spec.labels), spec.seed)
+        self.model.check_finite = False  # a private run judges its steps by their loss alone
         self.one = np.ones(1)
 
     def start(self, i, dropout_seed):

@@ -27,6 +27,8 @@ import aesara
 import aesara.tensor as at
 from aesara.tensor.special import softmax
 
+from dltutorials_is.errors import UserError
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # the MRG generator is what the tutorial used
     from aesara.sandbox.rng_mrg import MRG_RandomStream
@@ -99,24 +101,27 @@ def init_params(options: dict, rng: np.random.RandomState) -> OrderedDict:
     return params
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A saved model that cannot be loaded into this one; the message says why."""
 
 
 def load_params(path: str | Path, params: OrderedDict) -> OrderedDict:
     """Replace every array of `params` by the one saved under its name in the `.npz` at `path`.
 
-    Raises ModelFileError, naming the problem, for a missing or corrupt file, a missing array or
-    one whose shape differs (a model saved with other `dim_proj`/`n_words`).
+    Raises ModelFileError, naming the problem, for a missing, truncated or corrupt file, a missing
+    array, one whose shape differs (a model saved with other `dim_proj`/`n_words`) or one holding
+    NaN or inf.
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"cannot reload the model: {path} does not exist")
+        raise ModelFileError(f"cannot reload the model: {path} does not exist — give the path of a model saved "
+                             "by lstm/train.py (--saveto)")
     try:
         with np.load(path) as saved:
             arrays = {name: saved[name] for name in saved.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ModelFileError(f"cannot reload the model: {path} is not a readable .npz file ({error})") from error
+    except Exception as error:  # BadZipFile, EOFError, ValueError, a .npy array without `files`, ...
+        raise ModelFileError(f"cannot reload the model: {path} is not a readable .npz file (truncated or corrupt: "
+                             f"{type(error).__name__}: {error}) — give another model file") from error
     for name, value in params.items():
         if name not in arrays:
             raise ModelFileError(f"cannot reload the model: {path} has no array {name!r} (it holds {sorted(arrays)})")
@@ -125,6 +130,9 @@ def load_params(path: str | Path, params: OrderedDict) -> OrderedDict:
                 f"cannot reload the model: {name} in {path} has shape {arrays[name].shape}, this model needs "
                 f"{value.shape} (was it trained with other --dim-proj or --n-words?)"
             )
+        if arrays[name].dtype.kind in "fc" and not np.all(np.isfinite(arrays[name])):
+            raise ModelFileError(f"cannot reload the model: {name} in {path} holds NaN or inf (saved by a run that "
+                                 "diverged) — reload an earlier model")
         params[name] = arrays[name].astype(value.dtype, copy=False)
     return params
 

@@ -14,20 +14,28 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from dltutorials_is.errors import UserError
+
 
 @dataclass(frozen=True)
 class StepResult:
     """What one training step reports, measured *before* its update (the tutorials' convention).
 
     `monitor` is a model's own training diagnostic (the RNN-RBM's pseudo-log-likelihood), if it has one.
+    `params_finite` is False when the update made a parameter NaN or infinite although the cost was
+    finite (a step size far too large); `applied` is False when the model did not apply (or undid) the
+    update because of a non-finite cost or parameters.
     """
 
     cost: float
     monitor: float | None = None
+    params_finite: bool = True
+    applied: bool = True
 
     @property
     def finite(self) -> bool:
-        return bool(np.isfinite(self.cost))
+        """The cost is finite and so are the parameters after the step: training can go on."""
+        return bool(np.isfinite(self.cost)) and self.params_finite
 
 
 class Model(Protocol):
@@ -35,7 +43,9 @@ class Model(Protocol):
 
     train_step(indices, weights): one update on those training samples, sample `indices[k]` weighed
         by `weights[k]`; a step whose cost is not finite is *not applied* (the parameters stay the
-        last good ones), so the loop can stop and still save a usable model.
+        last good ones), so the loop can stop and still save a usable model. A step that makes a
+        parameter NaN or infinite is reported (`StepResult.params_finite`), and undone if the model
+        can afford to (`StepResult.applied`).
     losses(indices): per-sample losses (>= 0) of those training samples at the current parameters,
         without updating them (online importance sampling scores with it).
     gradient(index): one training sample's gradient, by parameter name, at the current parameters in
@@ -73,8 +83,13 @@ class Model(Protocol):
     def set_step_size(self, value: float) -> None: ...
 
 
-class ModelStateError(ValueError):
+class ModelStateError(UserError, ValueError):
     """A saved state or parameter set that does not fit this model; the message says why."""
+
+
+def all_finite(arrays) -> bool:
+    """Every value of the arrays (an iterable) is finite."""
+    return all(np.isfinite(a).all() for a in arrays)
 
 
 def stream_states(srng) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ import aesara.tensor as at
 
 from dltutorials_is.datasets.imdb import prepare_data
 from dltutorials_is.graphs import lstm as graph
-from dltutorials_is.models.base import ModelStateError, StepResult, set_stream_states, stream_states
+from dltutorials_is.models.base import ModelStateError, StepResult, all_finite, set_stream_states, stream_states
 from dltutorials_is.optimisers import get_optimiser
 
 Split = tuple[list, list]
@@ -49,6 +49,8 @@ class LstmModel:
         self.trng = graph.random_stream(seed)
         self.graph = graph.build_model(self.tparams, self.options, self.trng)
         self.set_step_size(self.options.get("lrate", 0.0001))
+        #: check after every update that the parameters are still finite (see `train_step`)
+        self.check_finite = True
 
     @cached_property
     def optimiser(self):
@@ -76,13 +78,22 @@ class LstmModel:
         self.lrate = value
 
     def train_step(self, indices: np.ndarray, weights: np.ndarray) -> StepResult:
-        """The tutorial's update in training mode (dropout on); not applied if the cost is not finite."""
+        """The tutorial's update in training mode (dropout on); not applied if the cost is not finite.
+
+        After the update the parameters are checked to be finite (a step size far too large can make
+        them infinite while the cost that was computed before the update is still finite). That check
+        costs ~1 ms at the tutorial's size, a few % of an update; the update itself cannot be undone
+        without copying every parameter and optimiser accumulator at every step, which would cost more,
+        so such a step is reported as applied (`StepResult.params_finite` False, `applied` True).
+        """
         self.graph.use_noise.set_value(graph.floatx(1.0))
         x, mask, y = self.minibatch(indices)
         cost = self.optimiser.f_grad_shared(x, mask, y, graph.floatx(weights))
-        if np.isfinite(cost):
-            self.optimiser.f_update(self.lrate)
-        return StepResult(float(cost))
+        if not np.isfinite(cost):
+            return StepResult(float(cost), applied=False)
+        self.optimiser.f_update(self.lrate)
+        finite = not self.check_finite or all_finite(p.get_value(borrow=True) for p in self.tparams.values())
+        return StepResult(float(cost), params_finite=finite)
 
     def last_gradients(self) -> OrderedDict:
         """The gradient the last `train_step` computed (by parameter name), before its update."""

@@ -19,7 +19,7 @@ import aesara
 import aesara.tensor as at
 
 from dltutorials_is.graphs import rnnrbm as graph
-from dltutorials_is.models.base import ModelStateError, StepResult, set_stream_states, stream_states
+from dltutorials_is.models.base import ModelStateError, StepResult, all_finite, set_stream_states, stream_states
 
 #: A chunk's cross-entropy (nats per frame) counts at most this much: a visible unit whose sigmoid
 #: saturates to exactly 0 or 1 makes the tutorial's monitor log 0 = -inf; ~40 is already extreme for 88 keys.
@@ -163,24 +163,26 @@ class RnnRbmModel:
         self.learning_rate.set_value(np.asarray(value, dtype=self.config.floatX))
 
     def train_step(self, indices: np.ndarray, weights: np.ndarray) -> StepResult:
-        """One SGD step on one chunk; a step whose cost is not finite is undone (parameters only: the
-        run stops there)."""
-        cost, monitor, _ = self._step(indices, weights, self.train_function)
-        return StepResult(cost, monitor)
+        """One SGD step on one chunk; a step whose cost is not finite, or that makes a parameter NaN or
+        infinite, is undone (parameters only: the run stops there)."""
+        step, _ = self._step(indices, weights, self.train_function)
+        return step
 
     def train_step_with_gradients(self, indices: np.ndarray, weights: np.ndarray) -> tuple[StepResult, dict]:
         """`train_step`, and the (weighted) gradient it applied, by parameter name."""
-        cost, monitor, grads = self._step(indices, weights, self.train_function_with_gradients)
-        return StepResult(cost, monitor), dict(zip(graph.PARAM_NAMES, grads))
+        step, grads = self._step(indices, weights, self.train_function_with_gradients)
+        return step, dict(zip(graph.PARAM_NAMES, grads))
 
-    def _step(self, indices, weights, function):
+    def _step(self, indices, weights, function) -> tuple[StepResult, list]:
         if len(indices) != 1:
             raise ValueError(f"an RNN-RBM update trains on one chunk (footnote 5), got {len(indices)}")
         before = {name: p.get_value() for name, p in self.params.items()}
         cost, monitor, *grads = function(self.chunks[int(indices[0])], np.asarray(weights[0], dtype=self.config.floatX))
-        if not np.isfinite(cost):
+        params_finite = all_finite(p.get_value(borrow=True) for p in self.params.values())
+        applied = bool(np.isfinite(cost)) and params_finite
+        if not applied:
             self.set_params(before)
-        return float(cost), float(monitor), grads
+        return StepResult(float(cost), float(monitor), params_finite=params_finite, applied=applied), grads
 
     # -- evaluation ----------------------------------------------------------------------------
 

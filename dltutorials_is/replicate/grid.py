@@ -35,7 +35,9 @@ from joblib import delayed
 from tqdm import tqdm
 
 from dltutorials_is.cluster import pool
-from dltutorials_is.io import append_json_line, atomic_pickle, atomic_write_text, read_json_lines, rewrite_json_lines
+from dltutorials_is.io import (
+    append_json_line, atomic_pickle, atomic_write_text, non_finite, read_json_lines, rewrite_json_lines,
+)
 from dltutorials_is.loop import Hook, Progress, fit
 from dltutorials_is.models.base import Model
 from dltutorials_is.sampling.online import OnlineImportanceSampler
@@ -86,9 +88,13 @@ class Backend:
         (may cache inside `workdir`) and returns P per score kind and the private SGD steps taken.
     prepare(spec, rng) -> Experiment: the run's model with W(0) drawn from `rng` (the run's
         RandomState, whose later draws are the sampler's) and its metrics.
+    check_data(): cheap, before the grid starts: raise a `UserError` if the data is not there.
     """
 
     figure: str = ""
+
+    def check_data(self) -> None:
+        pass
 
     def protocol_key(self, spec: RunSpec) -> str:
         raise NotImplementedError
@@ -254,6 +260,9 @@ class RunContext:
         bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
         if bad:
             raise RunFailed(f"epoch {epoch}: non-finite metrics {bad} (diverged; lower the step size)")
+        bad_params = non_finite((model_state or {}).get("params", {}))
+        if bad_params:  # never checkpointed: the last checkpoint stays the last good one
+            raise RunFailed(f"epoch {epoch}: parameters {bad_params} hold NaN or inf (diverged; lower the step size)")
         counters = self._clocks()
         scoring = int(getattr(self.sampler, "scoring_units", 0))
         fim_wall = self.fim["wall_s"] if self.fim is not None else 0.0

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from dltutorials_is.datasets.imdb import imdb_paths, load_splits
 from dltutorials_is.graphs.lstm import load_params
-from dltutorials_is.io import write_atomically
+from dltutorials_is.io import non_finite, require_finite, write_atomically
 from dltutorials_is.loop import Hook, Progress, TrainingDiverged, fit
 from dltutorials_is.models.lstm import LstmModel
 from dltutorials_is.sampling.samplers import cut_minibatches, format_p_summary, make_sampler
@@ -64,7 +64,11 @@ def options_path(saveto: str) -> Path:
 
 
 def save_model(saveto: str, params: dict, history_errs: list, model_options: dict, **results) -> None:
-    """The parameters and validation history in `saveto` (.npz), the options in `saveto.pkl`."""
+    """The parameters and validation history in `saveto` (.npz), the options in `saveto.pkl`.
+
+    Parameters holding NaN or inf are never written: `io.NotSaved` is raised and both files keep what
+    they held."""
+    require_finite(params, model_path(saveto))
     write_atomically(model_path(saveto), lambda f: np.savez(f, history_errs=history_errs, **results, **params))
     write_atomically(options_path(saveto), lambda f: pickle.dump(model_options, f, -1))
 
@@ -83,7 +87,9 @@ class TutorialLstmHooks(Hook):
         self.train, self.valid, self.test = train, valid, test
         self.kf_valid = sequential_batches(len(valid[0]), options["valid_batch_size"])
         self.kf_test = sequential_batches(len(test[0]), options["valid_batch_size"])
-        updates_per_epoch = len(train[0]) // options["batch_size"]
+        # The original's `len(train) // batch_size`; at least 1, so a training set smaller than one
+        # minibatch validates and saves once per epoch instead of dividing by zero.
+        updates_per_epoch = max(1, len(train[0]) // options["batch_size"])
         self.valid_freq = updates_per_epoch if options["validFreq"] == -1 else options["validFreq"]
         self.save_freq = updates_per_epoch if options["saveFreq"] == -1 else options["saveFreq"]
         self.history_errs: list = []
@@ -102,12 +108,25 @@ class TutorialLstmHooks(Hook):
             self.train_batches = sequential_batches(len(self.train[0]), self.options["batch_size"])
 
     def diverged(self, model, progress: Progress) -> None:
-        say("bad cost detected: ", progress.step.cost)
-        say(f"at epoch {progress.epoch}, update {progress.updates}; that update was not applied.")
+        step = progress.step
+        if np.isfinite(step.cost):
+            say(f"bad parameters detected: at epoch {progress.epoch}, update {progress.updates} (cost {step.cost}) "
+                f"made {', '.join(non_finite(model.get_params()))} NaN or infinite; that update could not be undone.")
+        else:
+            say("bad cost detected: ", step.cost)
+            say(f"at epoch {progress.epoch}, update {progress.updates}; that update was not applied.")
         saveto = self.options["saveto"]
-        if saveto:
-            save_model(saveto, self.checkpoint(model), self.history_errs, self.options)
-            say(f"Saved the last good model to {model_path(saveto)}")
+        if not saveto:
+            return
+        # The last good model is the best validated one. The current parameters are not: they have just
+        # given a NaN/inf cost, or become NaN/inf; without a validation there is nothing known good to save,
+        # and the file keeps what it held (this run's last periodic save, or an earlier run's model).
+        if self.best_p is None:
+            say(f"Not saved: no validation has measured a model of this run yet, and the current parameters "
+                f"diverged; {model_path(saveto)} keeps what it held.")
+            return
+        save_model(saveto, self.best_p, self.history_errs, self.options)
+        say(f"Saved the last good model (the best validated parameters) to {model_path(saveto)}")
 
     def after_update(self, model, progress: Progress) -> None:
         uidx, saveto = progress.updates, self.options["saveto"]

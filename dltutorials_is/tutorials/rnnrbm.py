@@ -22,8 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from dltutorials_is.datasets.chunks import chunk_arrays
+from dltutorials_is.errors import UserError
 from dltutorials_is.graphs import rnnrbm as graph
-from dltutorials_is.io import append_json_line, write_atomically
+from dltutorials_is.io import append_json_line, non_finite, require_finite, rewrite_json_lines, write_atomically
 from dltutorials_is.loop import Hook, Progress, fit
 from dltutorials_is.models.base import ModelStateError
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel
@@ -31,7 +32,7 @@ from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel
 CHECKPOINT_FORMAT = "dltutorials-is/rnnrbm-checkpoint"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be loaded as asked."""
 
 
@@ -48,8 +49,12 @@ class TrainingState:
 
 
 def save_checkpoint(path: Path, model: RnnRbmModel, state: TrainingState) -> None:
-    """Parameters (by the tutorial's names), options and resumption state in one .npz, written atomically."""
-    arrays = {f"param/{name}": value for name, value in model.get_params().items()}
+    """Parameters (by the tutorial's names), options and resumption state in one .npz, written atomically.
+
+    Parameters holding NaN or inf are never written (`io.NotSaved`; the file keeps what it held)."""
+    params = model.get_params()
+    require_finite(params, path)
+    arrays = {f"param/{name}": value for name, value in params.items()}
     arrays.update({f"mrg/{key}": value for key, value in model.random_states().items()})
     arrays.update({f"sampler/{key}": np.asarray(value) for key, value in state.sampler_state.items()})
     kind, keys, pos, has_gauss, cached = state.rng_state
@@ -85,15 +90,23 @@ def read_checkpoint(path: Path) -> tuple[RnnRbmConfig, dict[str, np.ndarray], di
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {error!r})") from error
     if str(arrays.get("format", "")) != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is an .npz file but not an RNN-RBM checkpoint of this project")
-    config = RnnRbmConfig.from_json(str(arrays["config"]))
-    params = {name: arrays[f"param/{name}"] for name in graph.PARAM_NAMES}
-    mrg = {key[len("mrg/") :]: value for key, value in arrays.items() if key.startswith("mrg/")}
-    pos, has_gauss = (int(x) for x in arrays["rng/scalars"])
-    state = TrainingState(
-        epochs_done=int(arrays["epochs_done"]),
-        rng_state=("MT19937", arrays["rng/keys"], pos, has_gauss, float(arrays["rng/cached_gaussian"])),
-        sampler_state=_sampler_state(arrays),
-    )
+    try:
+        config = RnnRbmConfig.from_json(str(arrays["config"]))
+        params = {name: arrays[f"param/{name}"] for name in graph.PARAM_NAMES}
+        mrg = {key[len("mrg/") :]: value for key, value in arrays.items() if key.startswith("mrg/")}
+        pos, has_gauss = (int(x) for x in arrays["rng/scalars"])
+        state = TrainingState(
+            epochs_done=int(arrays["epochs_done"]),
+            rng_state=("MT19937", arrays["rng/keys"], pos, has_gauss, float(arrays["rng/cached_gaussian"])),
+            sampler_state=_sampler_state(arrays),
+        )
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} is an incomplete RNN-RBM checkpoint ({type(error).__name__}: {error}) — "
+                              "train a new one") from error
+    bad = non_finite(params)
+    if bad:
+        raise CheckpointError(f"{path}: {', '.join(bad)} hold NaN or inf (written by a run that diverged) — "
+                              "train a new one")
     return config, params, mrg, state
 
 
@@ -126,9 +139,11 @@ class EpochReport(Hook):
     `Epoch i/n <mean monitor>`, a JSON line in `log_path` and the checkpoint."""
 
     def __init__(self, splits: dict[str, list[np.ndarray]], sampler, rng, num_epochs: int,
-                 checkpoint: Path | None, log_path: Path | None, print_fn: Callable[[str], None]):
+                 checkpoint: Path | None, log_path: Path | None, print_fn: Callable[[str], None],
+                 replace_log: bool = False):
         self.splits, self.sampler, self.rng, self.num_epochs = splits, sampler, rng, num_epochs
         self.checkpoint, self.log_path, self.print_fn = checkpoint, log_path, print_fn
+        self.replace_log = replace_log  # the first record replaces what `log_path` held (a new run)
         self.history: list[dict] = []
         self.epochs_done = 0
 
@@ -166,7 +181,11 @@ class EpochReport(Hook):
         if self.checkpoint is not None:
             save_checkpoint(self.checkpoint, model, TrainingState(epoch + 1, self.rng.get_state(), self.sampler.get_state()))
         if self.log_path is not None:
-            append_json_line(self.log_path, record)
+            if self.replace_log:  # together with the first checkpoint of a new run, not before
+                rewrite_json_lines(self.log_path, [record])
+                self.replace_log = False
+            else:
+                append_json_line(self.log_path, record)
         self.history.append(record)
 
 
@@ -180,13 +199,16 @@ def train(
     checkpoint: Path | None = None,
     log_path: Path | None = None,
     print_fn: Callable[[str], None] = print,
+    replace_log: bool = False,
 ) -> list[dict]:
     """SGD over chunks for config.num_epochs epochs (continuing after `state.epochs_done`).
 
     After each epoch: mean cost/monitor over all chunks of the training set and of `eval_splits`
     without updating (footnote 6), a line `Epoch i/n  <train monitor>`, a JSON line in `log_path`,
-    and the checkpoint. A NaN/inf cost raises `loop.TrainingDiverged` (the checkpoint on disk is the
-    last finished epoch's); Ctrl+C stops after the current update, like the tutorial.
+    and the checkpoint. A NaN/inf cost, or a step making a parameter NaN/inf, raises
+    `loop.TrainingDiverged` (the checkpoint on disk is the last finished epoch's); Ctrl+C stops after
+    the current update, like the tutorial. `replace_log`: a new run's first epoch replaces what the log
+    held (an earlier run's records stay until this run has a checkpoint to go with its own).
     """
     config = model.config
     splits = {name: chunk_arrays(songs, config.batch_size, config.floatX)
@@ -200,7 +222,7 @@ def train(
     start = time.perf_counter()
     model.train_function, model.evaluate_function  # compile now, so epoch times measure training
     print_fn(f"Compiled the training and evaluation functions in {time.perf_counter() - start:.0f} s")
-    report = EpochReport(splits, sampler, rng, config.num_epochs, checkpoint, log_path, print_fn)
+    report = EpochReport(splits, sampler, rng, config.num_epochs, checkpoint, log_path, print_fn, replace_log)
     progress = fit(model, sampler, rng, config.num_epochs, [report], start_epoch=state.epochs_done)
     if progress.interrupted:
         print_fn(f"Interrupted by user after {max(report.epochs_done, state.epochs_done)} finished epoch(s).")

@@ -15,19 +15,22 @@ from pathlib import Path
 
 import aesara
 
-from dltutorials_is.datasets.download import DataError
-from dltutorials_is.fim.driver import SCORE_KINDS, FIMError
-from dltutorials_is.fim.lstm import load_or_mine_lstm_importance
+from dltutorials_is.errors import entry_point
+from dltutorials_is.fim.driver import SCORE_KINDS
+from dltutorials_is.fim.lstm import default_importance_path, load_or_mine_lstm_importance
 from dltutorials_is.flags import (
     add_lstm_model_arguments,
-    non_negative_int,
+    lstm_run_options,
+    non_negative_float,
     period,
     positive_float,
     positive_int,
 )
 from dltutorials_is.graphs.lstm import ModelFileError
+from dltutorials_is.io import check_writable
+from dltutorials_is.loop import TrainingDiverged
 from dltutorials_is.optimisers import OPTIMISERS
-from dltutorials_is.tutorials.lstm import DIVERGED, train_lstm
+from dltutorials_is.tutorials.lstm import DIVERGED, model_path, options_path, train_lstm
 
 SAMPLERS = ("uniform", "replacement")  # --is gives the third, "importance"
 
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("hyperparameters of the original train_lstm")
     run = parser.add_argument_group("data, randomness and precision")
     add_lstm_model_arguments(model, run)
-    hyper("--patience", "patience", type=non_negative_int, default=10,
+    hyper("--patience", "patience", type=positive_int, default=10,
           help="validations without improvement before early stopping (the original calls them epochs)")
     hyper("--max-epochs", "max_epochs", type=positive_int, default=100, help="the maximum number of epochs to run")
     hyper("--disp-freq", "dispFreq", type=positive_int, default=10,
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     hyper("--batch-size", "batch_size", type=positive_int, default=16, help="the batch size during training")
     hyper("--valid-batch-size", "valid_batch_size", type=positive_int, default=64,
           help="the batch size for the validation and test sets")
-    hyper("--noise-std", "noise_std", type=float, default=0.0, help="unused, as in the original")
+    hyper("--noise-std", "noise_std", type=non_negative_float, default=0.0, help="unused, as in the original")
     hyper("--reload-model", "reload_model", type=Path, default=None,
           help="path of a saved .npz model to start from")
 
@@ -108,17 +111,33 @@ def fim_importance(args: argparse.Namespace):
     return provider
 
 
+def check_files(args: argparse.Namespace) -> None:
+    """Before any data is loaded: every output can be written, and the model to reload exists."""
+    if args.saveto:
+        check_writable(model_path(args.saveto), "--saveto")
+        check_writable(options_path(args.saveto), "--saveto")
+    if args.importance_sampling:  # mined and saved there if absent
+        importance = args.importance or default_importance_path(lstm_run_options(args))
+        if not importance.exists():
+            check_writable(importance, "--importance")
+    if args.reload_model is not None and not args.reload_model.is_file():
+        raise ModelFileError(f"--reload-model {args.reload_model}: no such file — give the path of a model saved "
+                             "by lstm/train.py (--saveto)")
+
+
+@entry_point
 def main(argv=None) -> int:
     args = parse_args(argv)
     aesara.config.floatX = args.floatX  # before any graph is built
+    check_files(args)
     hyperparameters = {name: getattr(args, name) for name in HYPERPARAMETERS}
     hyperparameters["reload_model"] = args.reload_model and str(args.reload_model)
     p = fim_importance(args) if args.importance_sampling else None
-    try:
-        errors = train_lstm(**hyperparameters, p=p)
-    except (DataError, ModelFileError, FIMError) as error:
-        sys.exit(f"error: {error}")
-    return 1 if errors == DIVERGED else 0
+    if train_lstm(**hyperparameters, p=p) == DIVERGED:
+        raise TrainingDiverged("the training diverged: the cost or the parameters became NaN or infinite (the "
+                               "lines above say where, and what was saved) — lower --lrate (sgd), or train with "
+                               "another --optimizer")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dltutorials_is.datasets.midi import midiwrite  # noqa: E402
-from dltutorials_is.tutorials.rnnrbm import CheckpointError, load_model  # noqa: E402
+from dltutorials_is.errors import entry_point  # noqa: E402
+from dltutorials_is.flags import positive_int  # noqa: E402
+from dltutorials_is.io import check_writable  # noqa: E402
+from dltutorials_is.tutorials.rnnrbm import load_model  # noqa: E402
 
 
 def save_piano_roll_png(path: Path, piano_roll, r, dt) -> None:
@@ -32,23 +35,26 @@ def save_piano_roll_png(path: Path, piano_roll, r, dt) -> None:
     plt.close(figure)
 
 
+def output_stems(out: Path, count: int) -> list[Path]:
+    return [out.with_name(f"{out.name}{n}") for n in range(1, count + 1)]
+
+
+@entry_point
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=Path("rnnrbm_model.npz"), help="(%(default)s)")
     p.add_argument("--out", type=Path, default=Path("sample"), help="prefix: writes <out>1.mid, <out>1.png, ... (%(default)s)")
-    p.add_argument("--count", type=int, default=2, help="number of samples, the tutorial made 2 (%(default)s)")
+    p.add_argument("--count", type=positive_int, default=2, help="number of samples, the tutorial made 2 (%(default)s)")
     args = p.parse_args(argv)
-    try:
-        model, state = load_model(args.checkpoint)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    stems = output_stems(args.out, args.count)
+    for stem in stems:
+        check_writable(stem.with_suffix(".mid"), "--out")
+        check_writable(stem.with_suffix(".png"), "--out")
+    model, state = load_model(args.checkpoint)
     config = model.config
     print(f"Loaded {args.checkpoint} ({state.epochs_done} epoch(s) trained)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, args.count + 1):
+    for stem in stems:
         piano_roll = model.generate()
-        stem = args.out.with_name(f"{args.out.name}{n}")
         midiwrite(stem.with_suffix(".mid"), piano_roll, config.r, config.dt)
         save_piano_roll_png(stem.with_suffix(".png"), piano_roll, config.r, config.dt)
         print(f"{stem}.mid, {stem}.png: {len(piano_roll)} frames, {int(piano_roll.sum())} sounding (frame, pitch) cells")

@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from dltutorials_is.datasets.chunks import make_chunks
-from dltutorials_is.datasets.download import DataError, default_data_dir
+from dltutorials_is.datasets.download import default_data_dir
 from dltutorials_is.datasets.nottingham import load_nottingham
-from dltutorials_is.fim.driver import SCORE_KINDS, FIMError
-from dltutorials_is.fim.rnnrbm import BASES, load_or_mine_rnnrbm_importance
-from dltutorials_is.flags import add_rnnrbm_model_arguments
+from dltutorials_is.errors import entry_point
+from dltutorials_is.fim.driver import SCORE_KINDS
+from dltutorials_is.fim.rnnrbm import BASES, default_importance_path, load_or_mine_rnnrbm_importance
+from dltutorials_is.flags import add_on_bad_argument, add_rnnrbm_model_arguments, eval_splits, positive_float, positive_int
+from dltutorials_is.io import check_writable
 from dltutorials_is.loop import TrainingDiverged
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values
 from dltutorials_is.sampling.samplers import format_p_summary, make_chunk_sampler
-from dltutorials_is.tutorials.rnnrbm import CheckpointError, TrainingState, load_model, train
+from dltutorials_is.tutorials.rnnrbm import CheckpointError, TrainingState, load_model, read_checkpoint, train
 
 DEFAULTS = RnnRbmConfig()
 
@@ -30,13 +32,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("model and training (defaults: the tutorial's)")
     add_rnnrbm_model_arguments(model)
-    model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD step size (%(default)s)")
-    model.add_argument("--num-epochs", type=int, default=DEFAULTS.num_epochs, help="(%(default)s)")
+    model.add_argument("--lr", type=positive_float, default=DEFAULTS.lr, help="SGD step size (%(default)s)")
+    model.add_argument("--num-epochs", type=positive_int, default=DEFAULTS.num_epochs,
+                       help="epochs in all; with --reload, more than the checkpoint has done (%(default)s)")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", type=Path, default=default_data_dir(), help="holds Nottingham/ (%(default)s)")
-    data.add_argument("--on-bad", choices=("error", "skip"), default="error", help="unreadable MIDI files: stop, or skip with a warning")
-    data.add_argument("--max-songs", type=int, default=None, help="use only the first N songs of each split (smoke tests)")
-    data.add_argument("--eval-splits", default="valid,test", help="splits evaluated after each epoch besides train (comma list, '' for none)")
+    add_on_bad_argument(data)
+    data.add_argument("--max-songs", type=positive_int, default=None, help="use only the first N songs of each split (smoke tests)")
+    data.add_argument("--eval-splits", type=eval_splits, default="valid,test",
+                      help="splits evaluated after each epoch besides train (comma list of valid and test, '' for none)")
     sampling = p.add_argument_group("sampling")
     sampling.add_argument("--sampler", choices=("uniform", "replacement", "importance"), default=None,
                           help="uniform: the tutorial's song order (default); replacement: N chunks i.i.d. uniform per epoch; "
@@ -81,38 +85,66 @@ def importance_p(args, config: RnnRbmConfig, train_songs) -> np.ndarray:
                                           score=args.score, base=args.base)
 
 
+def check_files(args) -> None:
+    """Before any data is loaded: the checkpoint, the log and a FIM artefact to be mined can be written, and
+    a run to continue is there and not finished."""
+    check_writable(args.saveto, "--saveto")
+    check_writable(args.log, "--log")
+    if args.reload:
+        config, _, _, state = read_checkpoint(args.saveto)
+        if state.epochs_done >= args.num_epochs:
+            raise CheckpointError(f"{args.saveto} has already done {state.epochs_done} of --num-epochs "
+                                  f"{args.num_epochs} — pass a larger --num-epochs to train on")
+    elif args.sampler == "importance":  # mined and saved there first if absent
+        importance = args.importance or default_importance_path(config_from_args(args))
+        if not importance.exists():
+            check_writable(importance, "--importance")
+
+
+def kept_checkpoint(path: Path) -> str:
+    """What the checkpoint file holds after a run stopped (it is only ever replaced by a good epoch)."""
+    if not path.is_file():
+        return f"nothing was saved to {path}"
+    try:
+        return f"{path} keeps its last good checkpoint ({read_checkpoint(path)[3].epochs_done} epoch(s) done)"
+    except CheckpointError:
+        return f"{path} keeps what it held"
+
+
+@entry_point
 def main(argv=None) -> int:
     args = parse_args(argv)
     import aesara  # here, after dltutorials_is has configured Aesara's BLAS
 
+    check_files(args)
+    if args.reload:
+        model, state = load_model(args.saveto)
+        config = model.config
+        config.num_epochs = args.num_epochs
+        print(f"Reloaded {args.saveto}: {state.epochs_done} epoch(s) done, options {config.to_json()}")
+    else:
+        config, state = config_from_args(args), TrainingState()
+        if args.log.exists() or args.saveto.exists():
+            print(f"Starting a new run: {args.saveto} and {args.log} are replaced after its first epoch")
+    aesara.config.floatX = config.floatX
+    train_songs = load_songs(args, config, "train")
+    eval_sets = {s: load_songs(args, config, s) for s in args.eval_splits}
+    rng = np.random.RandomState(config.seed)
+    if not args.reload:
+        model = RnnRbmModel(config, rng)
+    chunks = make_chunks(train_songs, config.batch_size)
+    print(f"Nottingham train: {len(train_songs)} songs, {sum(len(s) for s in train_songs)} frames, "
+          f"{len(chunks)} chunks of <= {config.batch_size} frames; sampler {config.sampler}")
+    p = importance_p(args, config, train_songs) if config.sampler == "importance" else None
+    if p is not None:
+        print(format_p_summary(p))
+    sampler = make_chunk_sampler(config.sampler, chunks, p)
     try:
-        if args.reload:
-            model, state = load_model(args.saveto)
-            config = model.config
-            config.num_epochs = args.num_epochs
-            print(f"Reloaded {args.saveto}: {state.epochs_done} epoch(s) done, options {config.to_json()}")
-        else:
-            config, state = config_from_args(args), TrainingState()
-            if args.log.exists():
-                print(f"Starting a new run: overwriting {args.log} (and {args.saveto} after epoch 1)")
-                args.log.unlink()
-        aesara.config.floatX = config.floatX
-        train_songs = load_songs(args, config, "train")
-        eval_splits = {s: load_songs(args, config, s) for s in filter(None, args.eval_splits.split(","))}
-        rng = np.random.RandomState(config.seed)
-        if not args.reload:
-            model = RnnRbmModel(config, rng)
-        chunks = make_chunks(train_songs, config.batch_size)
-        print(f"Nottingham train: {len(train_songs)} songs, {sum(len(s) for s in train_songs)} frames, "
-              f"{len(chunks)} chunks of <= {config.batch_size} frames; sampler {config.sampler}")
-        p = importance_p(args, config, train_songs) if config.sampler == "importance" else None
-        if p is not None:
-            print(format_p_summary(p))
-        sampler = make_chunk_sampler(config.sampler, chunks, p)
-        train(model, train_songs, rng, sampler, eval_splits, state, checkpoint=args.saveto, log_path=args.log)
-    except (DataError, CheckpointError, TrainingDiverged, FIMError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        train(model, train_songs, rng, sampler, eval_sets, state, checkpoint=args.saveto, log_path=args.log,
+              replace_log=not args.reload)
+    except TrainingDiverged as error:
+        what, _, advice = str(error).partition(" — ")
+        raise TrainingDiverged(f"{what}; {kept_checkpoint(args.saveto)} — {advice or 'lower --lr and train again'}") from None
     print(f"Saved {args.saveto}; metrics in {args.log}. Generate with: python rnnrbm/generate.py --checkpoint {args.saveto}")
     return 0
 

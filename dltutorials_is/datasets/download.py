@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dltutorials_is.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,7 +52,7 @@ ARCHIVES = {
 }
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Raised for missing, corrupt or unexpected data; the message says how to fix it."""
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import DataError, default_data_dir, extract, fetch_archive
+from dltutorials_is.errors import SettingError
 from dltutorials_is.io import write_atomically
 
 PREPARE_COMMAND = "python data/prepare_imdb.py"
@@ -291,11 +292,11 @@ def load_dictionary(path: Path | str = DICT_NAME) -> dict[str, int]:
 
 def _check_load_params(n_words: int, valid_portion: float, maxlen: int | None) -> None:
     if n_words < 2:
-        raise ValueError(f"n_words must be at least 2 (0 = padding, 1 = unknown), got {n_words}")
+        raise SettingError(f"n_words must be at least 2 (0 = padding, 1 = unknown), got {n_words}")
     if not 0 <= valid_portion < 1:
-        raise ValueError(f"valid_portion must be in [0, 1), got {valid_portion}")
+        raise SettingError(f"valid_portion must be in [0, 1), got {valid_portion}")
     if maxlen is not None and maxlen < 0:
-        raise ValueError(f"maxlen must be None (no limit) or positive, got {maxlen}")
+        raise SettingError(f"maxlen must be None (no limit) or positive, got {maxlen}")
 
 
 def _take(split: Split, index) -> Split:
@@ -331,8 +332,8 @@ def load_data(
     if maxlen:
         keep = [i for i, seq in enumerate(train_set[0]) if len(seq) < maxlen]
         if not keep:
-            raise ValueError(f"maxlen={maxlen} keeps no training review (the shortest has "
-                             f"{min(map(len, train_set[0]))} tokens)")
+            raise SettingError(f"maxlen={maxlen} keeps no training review (the shortest has "
+                               f"{min(map(len, train_set[0]))} tokens) — raise --maxlen, or pass 0 to keep all")
         train_set = _take(train_set, keep)
 
     n_samples = len(train_set[0])
@@ -387,7 +388,7 @@ def load_splits(
     `test_size > 0`) one shuffle of the test indices to pick a random `test_size` subset.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise SettingError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     train, valid, test = load_data(path, n_words=n_words, valid_portion=valid_portion, maxlen=maxlen, rng=rng)
     if protocol == "paper":
         train, test = test, train

@@ -22,12 +22,14 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from dltutorials_is.errors import SettingError, UserError
+
 DEFAULT_TEMPO = 500000  # microseconds per quarter note (120 bpm), the MIDI default
 WRITE_TICKS_PER_BEAT = 480  # at the default tempo: 960 ticks per second
 WRITE_VELOCITY = 90
 
 
-class MidiError(ValueError):
+class MidiError(UserError, ValueError):
     """A MIDI file that cannot be read or holds nothing to turn into a piano-roll."""
 
 
@@ -144,7 +146,8 @@ def piano_roll_to_track(piano_roll: np.ndarray, r: tuple[int, int], dt: float, p
     """
     ticks_per_second = WRITE_TICKS_PER_BEAT * 1e6 / DEFAULT_TEMPO
     if dt * ticks_per_second < 2:
-        raise ValueError(f"dt={dt} s is shorter than two MIDI ticks ({2 / ticks_per_second:.4f} s)")
+        raise SettingError(f"dt={dt} s is shorter than two MIDI ticks ({2 / ticks_per_second:.4f} s) — piano-rolls "
+                           "this fine cannot be written as MIDI")
 
     def event_tick(boundary: int) -> int:
         return max(0, round(boundary * dt * ticks_per_second) - 1)

@@ -52,7 +52,8 @@ def load_nottingham(
             rolls.append(midiread(path, r, dt).piano_roll.astype(dtype))
         except MidiError as error:
             if on_bad == "error":
-                raise DataError(f"{error} (pass on_bad='skip' to leave such files out)") from error
+                raise DataError(f"{error} — run with --on-bad skip to leave such files out (on_bad='skip' from "
+                                f"Python), or fetch the data again with `{PREPARE_COMMAND}`") from error
             skipped.append(path.name)
     if skipped:
         shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
@@ -63,3 +64,17 @@ def load_nottingham(
             f"{len(skipped)} unreadable file(s): re-fetch it with `{PREPARE_COMMAND}`"
         )
     return rolls
+
+
+def unreadable_files(data_dir: Path | None = None, r: tuple[int, int] = (21, 109), dt: float = 0.3) -> list[str]:
+    """`"<split>/<file>: <reason>"` for every MIDI file of the three splits that does not read into a
+    piano-roll (truncated, corrupt, no notes), at the tutorial's `r` and `dt`."""
+    bad = []
+    for split in SPLITS:
+        for path in split_files(data_dir, split):
+            try:
+                midiread(path, r, dt)
+            except MidiError as error:
+                reason = str(error).removeprefix(f"{path}: ")
+                bad.append(f"{split}/{path.name}: {reason}")
+    return bad

@@ -38,7 +38,8 @@ from joblib import delayed, effective_n_jobs
 from tqdm import tqdm
 
 from dltutorials_is.cluster import pool
-from dltutorials_is.io import atomic_pickle, atomic_write_text, fingerprint
+from dltutorials_is.errors import UserError
+from dltutorials_is.io import atomic_pickle, atomic_write_text, check_writable, check_writable_dir, fingerprint
 from dltutorials_is.sampling.samplers import format_p_summary
 
 SCORE_KINDS = ("norm", "displacement", "path", "grad0")
@@ -47,7 +48,7 @@ ARTEFACT_FORMAT = "dltutorials-is/fim-importance"
 ARTEFACT_VERSION = 1
 
 
-class FIMError(RuntimeError):
+class FIMError(UserError, RuntimeError):
     """A FIM run or artefact cannot be used as asked; the message says why and what to do."""
 
 
@@ -172,6 +173,23 @@ def _shard_dir(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".parts")
 
 
+def check_outputs(out_path: str | os.PathLike, flag: str | None = None) -> None:
+    """Before any work: a full run can write its artefact at `out_path` and its shards beside it.
+
+    An artefact already there is only read (a finished run is never redone or overwritten), so then
+    nothing needs to be writable. Raises `io.OutputError` (a `UserError`) naming `flag`.
+    """
+    out_path = Path(out_path)
+    if out_path.is_file():
+        return
+    check_writable(out_path, flag)
+    parts = _shard_dir(out_path)
+    if parts.exists() or parts.is_symlink():
+        check_writable_dir(parts, f"the shard folder of {flag}" if flag else None)
+    else:
+        check_writable(parts, f"the shard folder of {flag}" if flag else None)
+
+
 def _load_finished_shards(parts: Path, run_key: str, n_shards: int, log) -> tuple[dict, float]:
     """Results of shards a previous (possibly killed) run finished; refuses another run's shards."""
     runs: dict[int, PrivateRun] = {}
@@ -228,7 +246,8 @@ def mine(
 def _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, log) -> FIMResult:
     n, run_key = spec.n_samples, _run_key(spec)
     if not 0 < pilot <= n:
-        raise FIMError(f"pilot size must be in 1..{n}, got {pilot}")
+        raise FIMError(f"pilot size must be in 1..{n}, got {pilot} — the training set has {n} samples: ask for "
+                       "fewer, or leave the pilot out to mine them all")
     wall_start = time.perf_counter()
     indices = np.sort(np.random.RandomState(pilot_seed).choice(n, pilot, replace=False))
     size = max(1, min(shard_size, pilot // (4 * effective_n_jobs(n_jobs))))  # keep every worker busy
@@ -253,7 +272,7 @@ def _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, 
 def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) -> FIMResult:
     n, run_key = spec.n_samples, _run_key(spec)
     wall_start = time.perf_counter()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs(out_path)
     parts = _shard_dir(out_path)
     if out_path.exists():
         return _finished_run(out_path, run_key, parts, log)

@@ -21,6 +21,7 @@ import numpy as np
 import aesara
 
 from dltutorials_is.datasets.chunks import make_chunks, training_fingerprint
+from dltutorials_is.errors import SettingError
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.graphs import rnnrbm as graph
 from dltutorials_is.io import fingerprint
@@ -53,7 +54,7 @@ class RnnRbmFimSpec:
                  max_iters=DEFAULTS["max_iters"], norm=DEFAULTS["norm"], bases=BASES):
         fim.check_private_run_options(norm, bases, BASES, eps, lr, max_iters)
         if not len(train_songs):
-            raise ValueError("the training set is empty")
+            raise SettingError("the training set is empty — FIM needs at least one song")
         self.batch_size = config.batch_size
         self.chunks = np.array(make_chunks(train_songs, config.batch_size), dtype="int64")
         lengths = np.array([len(s) for s in train_songs], dtype="int64")

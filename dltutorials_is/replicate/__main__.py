@@ -13,23 +13,31 @@ import sys
 from pathlib import Path
 
 from dltutorials_is.cluster import SCHEDULER_HELP, parallel_backend
+from dltutorials_is.errors import entry_point
+from dltutorials_is.flags import (
+    FLOAT_TYPES,
+    add_on_bad_argument,
+    cell,
+    lstm_seed,
+    n_jobs,
+    numpy_seed,
+    positive_float,
+    positive_int,
+)
+from dltutorials_is.io import check_writable, check_writable_dir
 from dltutorials_is.replicate.backends import make_backend
 from dltutorials_is.replicate.grid import run_grid
 from dltutorials_is.replicate.plots import plot_grid
 from dltutorials_is.replicate.report import write_report
-from dltutorials_is.replicate.specs import DEFAULT_ARMS, FIGURES, FigureConfig, grid_specs
+from dltutorials_is.replicate.specs import ARMS, DEFAULT_ARMS, FIGURES, FigureConfig, grid_specs
+
+#: fig4's seeds also seed the LSTM's MRG dropout stream (1 and up); fig6's a numpy RandomState.
+SEED_TYPES = {"fig4": lstm_seed, "fig6": numpy_seed}
 
 
 def _parse_cells(args, config: FigureConfig) -> list[tuple[int, float]]:
     if args.cells:
-        cells = []
-        for text in args.cells:
-            try:
-                b, lr = text.split(":")
-                cells.append((int(b), float(lr)))
-            except ValueError:
-                raise SystemExit(f"--cells wants BATCH:STEP pairs such as 16:0.5, got {text!r}")
-        return cells
+        return list(args.cells)
     batch_sizes = args.batch_sizes or sorted({b for b, _ in config.cells})
     if args.step_sizes:
         return [(b, lr) for b in batch_sizes for lr in args.step_sizes]
@@ -42,26 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, config in FIGURES.items():
         p = sub.add_parser(name, help=config.title)
-        p.add_argument("--epochs", type=int, default=config.epochs)
-        p.add_argument("--train-subset", type=int, default=None, metavar="N",
+        p.add_argument("--epochs", type=positive_int, default=config.epochs)
+        p.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
                        help="train on N samples only (default: the whole training set)")
         p.add_argument("--subset-mode", choices=("random", "first"), default="random",
                        help="which N: fixed random ones (RandomState(0), the same for every run) or the first N")
-        p.add_argument("--eval-subset", type=int, default=None, metavar="N",
+        p.add_argument("--eval-subset", type=positive_int, default=None, metavar="N",
                        help="evaluate each per-epoch metric on N fixed random samples of its set (default: all)")
-        p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="(positive: they seed MRG streams too)")
-        p.add_argument("--step-sizes", type=float, nargs="+", help="override the step sizes (every batch size)")
-        p.add_argument("--batch-sizes", type=int, nargs="+", help="restrict/override the batch sizes")
-        p.add_argument("--cells", nargs="+", metavar="BATCH:STEP", help="explicit cells, e.g. 50:0.3 100:0.003")
-        p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
-        p.add_argument("--n-jobs", type=int, default=1,
+        p.add_argument("--seeds", type=SEED_TYPES[name], nargs="+", default=[1, 2, 3],
+                       help="(fig4: positive, they seed MRG streams too)")
+        p.add_argument("--step-sizes", type=positive_float, nargs="+", help="override the step sizes (every batch size)")
+        p.add_argument("--batch-sizes", type=positive_int, nargs="+", help="restrict/override the batch sizes")
+        p.add_argument("--cells", type=cell, nargs="+", metavar="BATCH:STEP", help="explicit cells, e.g. 50:0.3 100:0.003")
+        p.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS), metavar="ARM",
+                       help=f"of {', '.join(ARMS)} (default: {' '.join(DEFAULT_ARMS)})")
+        p.add_argument("--n-jobs", type=n_jobs, default=1,
                        help="runs trained at once: processes here, or tasks on the --scheduler's workers "
                             "(-1: as many as there are cores or workers) (default: %(default)s)")
         p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=SCHEDULER_HELP)
         p.add_argument("--out", type=Path, default=Path("runs/replication") / name)
         p.add_argument("--data-dir", type=Path, default=None)
-        p.add_argument("--floatX", choices=("float64", "float32"), default="float64")
+        p.add_argument("--floatX", choices=FLOAT_TYPES, default="float64")
         p.add_argument("--no-plots", action="store_true")
+        if name == "fig6":
+            add_on_bad_argument(p)
     p = sub.add_parser("plot", help="plot a finished (or partial) grid")
     p.add_argument("out", type=Path)
     p.add_argument("--figures", type=Path, default=None, help="PNG directory (default: <out>/plots)")
@@ -75,23 +87,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "plot":
-        for path in plot_grid(args.out, args.figures or args.out / "plots"):
+        if not args.out.is_dir():
+            parser.error(f"{args.out}: no such grid folder")
+        figures = check_writable_dir(args.figures or args.out / "plots", "--figures")
+        for path in plot_grid(args.out, figures):
             print(path)
         return 0
     if args.command == "report":
         if args.summary is not None and not args.summary.is_file():
             parser.error(f"--summary {args.summary}: no such file")
+        check_writable(args.output, "--output")
+        check_writable_dir(args.figures, "--figures")
         write_report({"fig4": args.fig4, "fig6": args.fig6}, args.output, args.figures, args.summary)
         print(f"wrote {args.output} and figures in {args.figures}")
         return 0
 
     config = FIGURES[args.command]
-    backend = make_backend(args.command, data_dir=args.data_dir, floatX=args.floatX)
+    check_writable_dir(args.out, "--out")
+    if not args.no_plots:
+        check_writable_dir(args.out / "plots", "--out")
+    backend = make_backend(args.command, data_dir=args.data_dir, floatX=args.floatX,
+                           on_bad=getattr(args, "on_bad", "error"))
+    backend.check_data()
     specs = grid_specs(args.command, _parse_cells(args, config), args.arms, args.seeds, args.epochs,
                        args.train_subset, args.subset_mode, args.eval_subset)
     command = "python -m dltutorials_is.replicate " + " ".join(shlex.quote(a) for a in argv)

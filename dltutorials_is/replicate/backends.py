@@ -18,8 +18,9 @@ import numpy as np
 import aesara
 
 from dltutorials_is.datasets.chunks import chunk_arrays, make_chunks
-from dltutorials_is.datasets.imdb import imdb_paths, load_splits
-from dltutorials_is.datasets.nottingham import load_nottingham
+from dltutorials_is.datasets.download import DataError
+from dltutorials_is.datasets.imdb import PREPARE_COMMAND as PREPARE_IMDB, imdb_paths, load_splits
+from dltutorials_is.datasets.nottingham import load_nottingham, split_files
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm import load_or_mine_lstm_importance
 from dltutorials_is.fim.rnnrbm import load_or_mine_rnnrbm_importance
@@ -38,9 +39,10 @@ from dltutorials_is.tutorials.lstm import sequential_batches
 _WORKER_CACHE: dict = {}
 
 
-def make_backend(figure: str, data_dir: Path | None = None, floatX: str = "float64") -> Backend:
+def make_backend(figure: str, data_dir: Path | None = None, floatX: str = "float64", on_bad: str = "error") -> Backend:
+    """`on_bad` (fig6 only): what loading Nottingham does with a MIDI file that does not read."""
     if figure == "fig6":
-        return RnnRbmBackend(data_dir, floatX)
+        return RnnRbmBackend(data_dir, floatX, on_bad=on_bad)
     if figure == "fig4":
         return LstmBackend(data_dir, floatX)
     raise ValueError(f"no backend for {figure!r}")
@@ -102,18 +104,24 @@ class RnnRbmBackend(Backend):
 
     figure = "fig6"
 
-    def __init__(self, data_dir: Path | None = None, floatX: str = "float64", grad_variance_samples: int = 32):
+    def __init__(self, data_dir: Path | None = None, floatX: str = "float64", grad_variance_samples: int = 32,
+                 on_bad: str = "error"):
         self.data_dir = data_dir
         self.floatX = floatX
         self.grad_variance_samples = grad_variance_samples
+        self.on_bad = on_bad
+
+    def check_data(self) -> None:
+        split_files(self.data_dir, "train")
 
     def protocol_key(self, spec: RunSpec) -> str:
         return f"b{spec.batch_size}_{_subset_key(spec)}"
 
     def songs(self, spec: RunSpec) -> list[np.ndarray]:
         """The run's training songs (cached per worker)."""
-        songs = _cached(("nottingham", str(self.data_dir), self.floatX),
-                        lambda: load_nottingham(self.data_dir, "train", dtype=self.floatX))
+        on_bad = getattr(self, "on_bad", "error")
+        songs = _cached(("nottingham", str(self.data_dir), self.floatX, on_bad),
+                        lambda: load_nottingham(self.data_dir, "train", on_bad=on_bad, dtype=self.floatX))
         return [songs[i] for i in subset_indices(len(songs), spec.train_subset, spec.subset_mode)]
 
     def config(self, spec: RunSpec) -> RnnRbmConfig:
@@ -193,6 +201,11 @@ class LstmBackend(Backend):
         self.data_dir = data_dir
         self.floatX = floatX
         self.grad_variance_samples = grad_variance_samples
+
+    def check_data(self) -> None:
+        path = imdb_paths(self.data_dir)[0]
+        if not path.is_file():
+            raise DataError(f"IMDB data not found at {path} — build it with `{PREPARE_IMDB} --data-dir {path.parent}`")
 
     def protocol_key(self, spec: RunSpec) -> str:
         if spec.seed <= 0:

@@ -17,6 +17,8 @@ UNITS_PER_UPDATE_SAMPLE = 3  # forward + backward of one sample, in forward pass
 UNITS_PER_FIM_STEP = 3
 DEFAULT_ARMS = ("uniform", "replacement", "is-paper", "is-best", "online")
 PAPER_SCORE = "norm"
+#: Every arm a grid can run: the defaults and IS with P from one FIM score kind (`fim.driver.SCORE_KINDS`).
+ARMS = DEFAULT_ARMS + ("is-norm", "is-displacement", "is-path", "is-grad0")
 
 
 @dataclass(frozen=True)

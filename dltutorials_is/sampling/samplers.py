@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dltutorials_is.models.base import ModelStateError
+
 
 def cut_minibatches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Consecutive slices of `batch_size`; a shorter last one holds what is left (as the tutorial)."""
@@ -118,7 +120,9 @@ class SongOrderSampler:
     def set_state(self, state: dict) -> None:
         order = np.asarray(state["song_order"])
         if sorted(order.tolist()) != list(range(len(self.chunks_of_song))):
-            raise ValueError("the saved song order does not match this training set")
+            raise ModelStateError(f"the saved song order is of {len(order)} songs, this training set has "
+                                  f"{len(self.chunks_of_song)} — resume with the data flags (--max-songs, --on-bad, "
+                                  "--data-dir) of the run that saved it")
         self.song_order = order.astype(self.song_order.dtype)
 
 

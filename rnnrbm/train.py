@@ -91,7 +91,7 @@ def check_files(args) -> None:
     check_writable(args.saveto, "--saveto")
     check_writable(args.log, "--log")
     if args.reload:
-        config, _, _, state = read_checkpoint(args.saveto)
+        state = read_checkpoint(args.saveto)[3]
         if state.epochs_done >= args.num_epochs:
             raise CheckpointError(f"{args.saveto} has already done {state.epochs_done} of --num-epochs "
                                   f"{args.num_epochs} — pass a larger --num-epochs to train on")

@@ -9,32 +9,22 @@ small (tiny LSTM, three songs) because the first compilation of each original gr
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from diff_tool import TOOL, tool
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGINALS = REPO.parent / "shared" / "originals"
 DATA = REPO / "data"
-TOOL = REPO / "tools" / "diff_against_original.py"
 LSTM_FILES = ("lstm.py", "imdb.py")
 RNNRBM_FILES = ("rnnrbm.py",)
 TIMEOUT = 900  # seconds for one invocation of the tool (two programs side by side)
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("diff_against_original_for_originals", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _tool()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,25 +2,12 @@
 against the port are in test_diff_against_original.py)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from diff_tool import tool
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "diff_against_original.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("diff_against_original_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _tool()
 
 
 # ---------------------------------------------------------------------------------------------

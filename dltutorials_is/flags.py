@@ -37,12 +37,22 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def period(text: str) -> int:
-    """A number of updates, or -1 for once per epoch."""
-    value = int(text)
-    if value <= 0 and value != -1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of updates or -1 (once per epoch), got {text}")
-    return value
+def _positive_or_minus_one(name: str, what: str, minus_one: str):
+    """A flag type called `name` (argparse names it in "invalid <name> value"): a positive number of
+    `what`, or -1 meaning `minus_one`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value <= 0 and value != -1:
+            raise argparse.ArgumentTypeError(f"must be a positive number of {what} or -1 ({minus_one}), got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+#: A number of updates, or -1 for once per epoch.
+period = _positive_or_minus_one("period", "updates", "once per epoch")
 
 
 def non_negative_float(text: str) -> float:
@@ -59,12 +69,8 @@ def positive_float(text: str) -> float:
     return value
 
 
-def n_jobs(text: str) -> int:
-    """joblib workers: a positive number, or -1 for all cores."""
-    value = int(text)
-    if value <= 0 and value != -1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of workers or -1 (all cores), got {text}")
-    return value
+#: joblib workers: a positive number, or -1 for all cores.
+n_jobs = _positive_or_minus_one("n_jobs", "workers", "all cores")
 
 
 def lstm_seed(text: str) -> int:

@@ -6,14 +6,18 @@ a night of training. Atomic writes: a killed run leaves either the old file or t
 never half. Finite checks: `require_finite` refuses to save parameters holding NaN or inf. JSON-lines
 logs: one record per line, appended and fsynced, so a kill leaves only whole lines (and a cut last line
 is dropped when read back). Fingerprints: a SHA-256 over data and settings, so a saved result can tell
-whether it belongs to the data it is asked to serve.
+whether it belongs to the data it is asked to serve. Pickles from disk: `load_pickles` reads plain data
+(and the few classes a caller allows) from a file nobody vouches for, without letting a garbled file
+build arbitrary objects or make the unpickler allocate gigabytes.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
+import pickletools
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -171,3 +175,146 @@ def fingerprint(*parts) -> str:
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pickles from files nobody vouches for
+
+
+class PickleRefused(pickle.UnpicklingError):
+    """Bytes that are not a pickle this project reads: garbled, truncated, or asking for objects
+    its formats never hold. The message says what and where."""
+
+
+#: Opcodes none of the project's formats produce: persistent ids, the extension registry, old-style
+#: instances and out-of-band buffers.
+_REFUSED_OPCODES = frozenset({"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ", "NEXT_BUFFER",
+                              "READONLY_BUFFER"})
+#: Opcodes that call what a GLOBAL put on the stack: only reachable when a caller allows globals.
+_CALLING_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX"})
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+
+
+def _opcode_tables():
+    """Per byte value: 1 + the argument size of an opcode with a fixed-size argument (or none) that needs
+    no other check, else 0; and the opcode's name (None: not an opcode)."""
+    steps, names = [0] * 256, [None] * 256
+    for op in pickletools.opcodes:
+        code = ord(op.code)
+        names[code] = op.name
+        n = op.arg.n if op.arg is not None else 0
+        special = op.name in _REFUSED_OPCODES | _CALLING_OPCODES | _MEMO_PUTS | {"PROTO", "STOP", "FRAME"}
+        if n >= 0 and not special:
+            steps[code] = 1 + n
+    return steps, names
+
+
+_STEP, _OPCODE_NAMES = _opcode_tables()
+_LENGTH_PREFIX = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False), pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+                  pickletools.TAKEN_FROM_ARGUMENT4U: (4, False), pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}
+_ARGUMENT_SIZE = {ord(op.code): op.arg.n for op in pickletools.opcodes if op.arg is not None}
+
+
+def check_pickles(data: bytes, count: int = 1, allow_globals: bool = False) -> int:
+    """Walk `count` consecutive pickles in `data` opcode by opcode, building nothing; return where
+    the last one ends. Raises PickleRefused for an unknown or refused opcode, an argument running past
+    the end (truncation), a length or memo index no real pickle has (the C unpickler would allocate
+    memory for it before noticing: a random file can make it take gigabytes), or, unless
+    `allow_globals`, any opcode that imports or calls something.
+
+    A memo index may not exceed the number of memo entries stored so far: picklers number them
+    0, 1, 2, … in order, so this holds for every pickle Python (2 or 3) writes.
+    """
+    n, pos, done, stored = len(data), 0, 0, 0
+    step_of, names, sizes = _STEP, _OPCODE_NAMES, _ARGUMENT_SIZE
+    data = data if isinstance(data, bytes) else bytes(data)
+    while done < count:
+        try:
+            while True:  # the common case, kept tight: opcodes with a fixed-size argument (or none)
+                step = step_of[data[pos]]
+                if not step:
+                    break
+                pos += step
+        except IndexError:
+            raise PickleRefused(f"truncated: pickle {done + 1} of {count} ends without its STOP opcode "
+                                f"at byte {n}") from None
+        op = data[pos]
+        name, start = names[op], pos
+        pos += 1
+        if name is None or name in _REFUSED_OPCODES:
+            what = "not a pickle opcode" if name is None else f"opcode {name}, which no file of this project holds"
+            raise PickleRefused(f"byte {op:#04x} at offset {start} is {what}")
+        if name in _CALLING_OPCODES and not allow_globals:
+            raise PickleRefused(f"opcode {name} at offset {start} would import or call an object; "
+                                "this file should hold plain data only")
+        size = sizes.get(op)
+        if size is None:  # no argument: STOP, MEMOIZE, STACK_GLOBAL, REDUCE, BUILD, NEWOBJ(_EX)
+            pass
+        elif size == pickletools.UP_TO_NEWLINE:
+            for _ in range(2 if name == "GLOBAL" else 1):
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    raise PickleRefused(f"truncated: the argument of {name} at offset {start} has no end of line")
+                line, pos = data[pos:end], end + 1
+            if name == "PUT" and (not line.isdigit() or len(line) > 19 or int(line) > stored):
+                raise PickleRefused(f"PUT at offset {start} stores memo entry {bytes(line[:20])!r} after "
+                                    f"{stored} entries")
+        elif size in _LENGTH_PREFIX:
+            width, signed = _LENGTH_PREFIX[size]
+            length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
+            pos += width
+            if pos > n or length < 0 or length > n - pos:
+                raise PickleRefused(f"truncated or garbled: {name} at offset {start} announces {length} bytes, "
+                                    f"{max(n - pos, 0)} remain")
+            pos += length
+        else:  # a fixed-size argument that needs a check
+            value = int.from_bytes(data[pos : pos + size], "little")
+            pos += size
+            if pos > n:
+                continue  # reported as truncated by the loop above
+            if name == "PROTO" and value > pickle.HIGHEST_PROTOCOL:
+                raise PickleRefused(f"PROTO at offset {start} asks for pickle protocol {value}")
+            if name == "FRAME" and value > n - pos:
+                raise PickleRefused(f"truncated: FRAME at offset {start} announces {value} bytes, {n - pos} remain")
+            if name == "LONG_BINPUT" and value > stored:
+                raise PickleRefused(f"LONG_BINPUT at offset {start} stores memo entry {value} after {stored} entries")
+        if name in _MEMO_PUTS:
+            stored += 1
+        elif name == "STOP":
+            done, stored = done + 1, 0
+    return pos
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, allowed: frozenset, **kwargs):
+        super().__init__(file, **kwargs)
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.allowed:
+            return super().find_class(module, name)
+        raise PickleRefused(f"the pickle asks for {module}.{name}, which this file should not hold")
+
+
+#: What pickled numpy arrays, dtypes and scalars refer to (numpy 1 and 2 spell the module differently;
+#: `_frombuffer` is protocol 5's). None allocates more than the pickle's own bytes hold.
+NUMPY_GLOBALS = frozenset(
+    (f"numpy{core}.{module}", name)
+    for core in (".core", "._core")
+    for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+) | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def load_pickles(data: bytes, count: int = 1, allowed_globals=frozenset(), encoding: str = "ASCII") -> list:
+    """The `count` consecutive pickles in `data` (bytes read from a file), unpickled only after
+    `check_pickles` found nothing a real pickle of plain data lacks, and with only the (module, name)
+    pairs in `allowed_globals` importable. Without globals, what comes out is built from None, bools,
+    numbers, strings, bytes, lists, tuples, dicts and sets alone.
+
+    Raises PickleRefused, or whatever the unpickler raises for a garbled file (callers turn every
+    exception into their own error: a random file can raise nearly any type)."""
+    allowed = frozenset(allowed_globals)
+    check_pickles(data, count, allow_globals=bool(allowed))
+    # A buffered reader: the C unpickler then reads ahead (peek) instead of calling read() per opcode.
+    stream = io.BufferedReader(io.BytesIO(data), buffer_size=1 << 16)
+    return [_RestrictedUnpickler(stream, allowed, encoding=encoding).load() for _ in range(count)]

@@ -150,6 +150,30 @@ def test_pickle_of_the_wrong_shape_is_rejected(tmp_path):
         imdb.read_imdb_pickle(path)
 
 
+@pytest.mark.parametrize("train, problem", [
+    (([[2, "word"]], [1]), "a word index that is not an integer"),
+    (([[2, -3]], [1]), "a negative word index"),
+    (([(2, 3)], [1]), "a review that is not a list"),
+    (([[2]], [-1]), "a label that is not an integer >= 0"),
+    (("reviews", [1]), "instead of two lists"),
+])
+def test_pickle_of_the_wrong_content_names_what_is_wrong(tmp_path, train, problem):
+    path = tmp_path / "imdb.pkl"
+    path.write_bytes(pickle.dumps(train, 2) + pickle.dumps(([[2]], [1]), 2))
+    with pytest.raises(DataError, match=problem):
+        imdb.read_imdb_pickle(path)
+
+
+def test_a_pickle_that_would_build_objects_is_refused_unbuilt(tmp_path):
+    path = tmp_path / "imdb.pkl"
+    path.write_bytes(pickle.dumps(([[2]], [1]), 2) + pickle.dumps(np.arange(3), 2))
+    with pytest.raises(DataError, match="truncated or corrupt.*plain data only"):
+        imdb.read_imdb_pickle(path)
+    (tmp_path / "imdb.dict.pkl").write_bytes(pickle.dumps({"a": 2.5}, 2))
+    with pytest.raises(DataError, match="dictionary of words to indices"):
+        imdb.load_dictionary(tmp_path / "imdb.dict.pkl")
+
+
 # --- load_data: the tutorial's semantics on a synthetic imdb.pkl
 
 def _synthetic(tmp_path, n_train=40, n_test=12):

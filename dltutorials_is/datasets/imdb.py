@@ -35,16 +35,16 @@ from __future__ import annotations
 import gzip
 import pickle
 import sys
-import zlib
 from collections import Counter
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from .download import DataError, default_data_dir, extract, fetch_archive
 from dltutorials_is.errors import SettingError
-from dltutorials_is.io import write_atomically
+from dltutorials_is.io import load_pickles, write_atomically
 
 PREPARE_COMMAND = "python data/prepare_imdb.py"
 PICKLE_NAME = "imdb.pkl"
@@ -55,11 +55,6 @@ SPLITS = ("train", "test")
 PROTOCOLS = ("tutorial", "paper")
 # Python 2 pickle protocol: the tutorial's Python 2 loader can read what we write.
 PICKLE_PROTOCOL = 2
-# What unpickling a truncated or garbled (possibly gzipped) file raises.
-CORRUPT_PICKLE_ERRORS = (
-    EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError, ImportError,
-    gzip.BadGzipFile, zlib.error,
-)
 
 Split = tuple[list[list[int]], list[int]]
 
@@ -241,40 +236,71 @@ def _resolve(path: Path | str) -> Path:
     return path
 
 
-def _is_split(obj) -> bool:
-    return (
-        isinstance(obj, (tuple, list))
-        and len(obj) == 2
-        and isinstance(obj[0], list)
-        and isinstance(obj[1], list)
-        and len(obj[0]) == len(obj[1])
-    )
+def _split_problem(obj) -> str | None:
+    """What keeps `obj` from being a `(reviews, labels)` pair of imdb.pkl, or None: reviews are lists of
+    word indices >= 0, labels integers >= 0, as many of each."""
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        return f"a {type(obj).__name__} instead of a (reviews, labels) pair"
+    reviews, labels = obj
+    if not (isinstance(reviews, list) and isinstance(labels, list)):
+        return f"a pair of {type(reviews).__name__} and {type(labels).__name__} instead of two lists"
+    if len(reviews) != len(labels):
+        return f"{len(reviews)} reviews but {len(labels)} labels"
+    if not all(type(review) is list for review in reviews):
+        return "a review that is not a list of word indices"
+    if not set(map(type, chain.from_iterable(reviews))) <= {int}:
+        return "a word index that is not an integer"
+    if any(review and min(review) < 0 for review in reviews):
+        return "a negative word index"
+    if not set(map(type, labels)) <= {int} or (labels and min(labels) < 0):
+        return "a label that is not an integer >= 0"
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes (decompressed if it is a .gz), or DataError saying why they cannot be had."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error}") from error
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except Exception as error:  # BadGzipFile, zlib.error, EOFError, MemoryError, …
+        raise DataError(f"{path} is not a readable gzip file ({type(error).__name__}: {error}). "
+                        f"Delete it and run `{PREPARE_COMMAND} --data-dir {path.parent}` again.") from error
 
 
 def read_imdb_pickle(path: Path | str = PICKLE_NAME) -> tuple[Split, Split]:
-    """`(train_set, test_set)` from an `imdb.pkl` (ours or the tutorial's; `.gz` too)."""
+    """`(train_set, test_set)` from an `imdb.pkl` (ours or the tutorial's; `.gz` too).
+
+    The file is unpickled by `io.load_pickles`: plain data only (lists, ints, …: nothing imdb.pkl does
+    not hold can be built), after a check that the bytes are well-formed pickles, so a garbled file
+    gives a DataError rather than an exception of any type or a huge allocation.
+    """
     path = _resolve(path)
     if not path.exists():
         raise DataError(
             f"IMDB data not found at {path}. Build it with `{PREPARE_COMMAND} --data-dir {path.parent}` "
             f"(or `make data`)."
         )
-    opener = gzip.open if path.suffix == ".gz" else open
+    data = _read_bytes(path)
     try:
-        with opener(path, "rb") as f:
-            # latin1 lets Python 3 read the tutorial's Python 2 pickles (they hold no text anyway).
-            train_set = pickle.load(f, encoding="latin1")
-            test_set = pickle.load(f, encoding="latin1")
-    except CORRUPT_PICKLE_ERRORS as error:
+        # latin1 lets Python 3 read the tutorial's Python 2 pickles (they hold no text anyway).
+        train_set, test_set = load_pickles(data, count=2, encoding="latin1")
+    except Exception as error:  # a garbled file can make the unpickler raise nearly any type
         raise DataError(
             f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
             f"Delete it and run `{PREPARE_COMMAND} --data-dir {path.parent}` again."
         ) from error
-    if not (_is_split(train_set) and _is_split(test_set)):
-        raise DataError(
-            f"{path} does not hold two (reviews, labels) pairs of equal length as imdb.pkl should. "
-            f"Delete it and run `{PREPARE_COMMAND} --data-dir {path.parent}` again."
-        )
+    for name, split in (("train", train_set), ("test", test_set)):
+        problem = _split_problem(split)
+        if problem is not None:
+            raise DataError(
+                f"{path} does not hold two (reviews, labels) pairs of equal length as imdb.pkl should: its {name} "
+                f"part holds {problem}. Delete it and run `{PREPARE_COMMAND} --data-dir {path.parent}` again."
+            )
     return tuple(train_set), tuple(test_set)
 
 
@@ -284,10 +310,17 @@ def load_dictionary(path: Path | str = DICT_NAME) -> dict[str, int]:
     if not path.exists():
         raise DataError(f"{path} not found. Build it with `{PREPARE_COMMAND} --data-dir {path.parent}`.")
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="utf-8")
-    except CORRUPT_PICKLE_ERRORS as error:  # UnicodeDecodeError is a ValueError
-        raise DataError(f"{path} is truncated or corrupt ({error}). Delete it and rebuild it.") from error
+        (dictionary,) = load_pickles(_read_bytes(path), encoding="utf-8")
+    except DataError:
+        raise
+    except Exception as error:  # UnicodeDecodeError, MemoryError, … : whatever a garbled file raises
+        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
+                        "Delete it and rebuild it.") from error
+    if not (isinstance(dictionary, dict) and all(type(word) is str and type(index) is int
+                                                 for word, index in dictionary.items())):
+        raise DataError(f"{path} does not hold a dictionary of words to indices as imdb.dict.pkl should. "
+                        "Delete it and rebuild it.")
+    return dictionary
 
 
 def _check_load_params(n_words: int, valid_portion: float, maxlen: int | None) -> None:

@@ -1,0 +1,64 @@
+"""dltutorials_is.io: pickles read from files nobody vouches for."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from dltutorials_is.io import NUMPY_GLOBALS, PickleRefused, check_pickles, load_pickles
+
+PLAIN = ([[2, 3, 300, 70000, 2**40]], [0, 1], {"a": 1.5, "é": None, 3: (True, False)}, "x" * 300, -7)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_round_trips_in_every_protocol(protocol):
+    data = pickle.dumps(PLAIN, protocol=protocol) + pickle.dumps([1, 2], protocol=protocol) + b"trailing"
+    assert load_pickles(data, count=2) == [PLAIN, [1, 2]]
+
+
+@pytest.mark.parametrize("protocol", range(3, pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_arrays_and_scalars_load_when_allowed(protocol):
+    obj = {"a": np.arange(5.0), "b": np.zeros(3, bool), "s": np.float64(2.5), "i": np.int64(3)}
+    data = pickle.dumps(obj, protocol=protocol)
+    (out,) = load_pickles(data, allowed_globals=NUMPY_GLOBALS)
+    for key, value in obj.items():
+        np.testing.assert_array_equal(out[key], value)
+        assert np.asarray(out[key]).dtype == np.asarray(value).dtype
+    with pytest.raises(PickleRefused, match="plain data only"):
+        load_pickles(data)  # without globals, nothing that imports or calls
+
+
+class Sneaky:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_objects_outside_the_allowed_globals_are_never_built(capsys):
+    with pytest.raises(PickleRefused, match="builtins.print"):
+        load_pickles(pickle.dumps([Sneaky()], protocol=4), allowed_globals=NUMPY_GLOBALS)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"\x80\x02N" + b"r" + (2**30).to_bytes(4, "little") + b".", "memo entry 1073741824 after 0 entries"),
+    (b"\x80\x02Np99999999\n.", "PUT at offset 3 stores memo entry"),
+    (b"\x80\x04\x8e" + (2**62).to_bytes(8, "little") + b"abc.", "announces 4611686018427387904 bytes"),
+    (b"\x80\x02X\xff\xff\xff\x7fabc.", "announces 2147483647 bytes, 4 remain"),
+    (b"\x80\x04\x95" + (2**40).to_bytes(8, "little") + b"N.", "FRAME at offset 2 announces"),
+    (b"\x80\x09N.", "protocol 9"),
+    (b"\x80\x02]q\x00(K\x01K\x02", "truncated"),
+    (b"\x80\x02\xffN.", "byte 0xff at offset 2 is not a pickle opcode"),
+    (b"\x80\x02Pid\n.", "PERSID"),
+])
+def test_what_would_allocate_or_call_is_refused_before_unpickling(bad, message):
+    """The C unpickler would allocate memory for these (a memo of 2^31 slots: 16 GB) before noticing."""
+    with pytest.raises(PickleRefused, match=message):
+        load_pickles(bad)
+
+
+def test_check_pickles_returns_the_end_of_the_last_pickle():
+    first, second = pickle.dumps([1] * 10, protocol=2), pickle.dumps("ab", protocol=4)
+    assert check_pickles(first + second + b"junk", count=2) == len(first) + len(second)
+    with pytest.raises(PickleRefused, match="pickle 2 of 2"):
+        check_pickles(first, count=2)

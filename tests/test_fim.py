@@ -213,6 +213,59 @@ def test_corrupt_artefact_gives_a_clear_error(tmp_path):
         fim.read_artefact(tmp_path / "other.pkl")
 
 
+def _drop(art, key):
+    del art[key]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda a: a["scores"]["w"].update(norm=a["scores"]["w"]["norm"][:-1]),
+     r"scores\['w'\]\['norm'\] is an array of shape \(22,\), not one value per sample \(23\)"),
+    (lambda a: _drop(a, "iterations"), "'iterations' is missing"),
+    (lambda a: _drop(a, "train_fingerprint"), "'train_fingerprint' is missing, not a string"),
+    (lambda a: a.update(n="23"), "'n' is '23', not a positive number of samples"),
+    (lambda a: a.update(converged=list(a["converged"])), "'converged' is a list, not an array"),
+    (lambda a: a["p"]["b"].update(path=np.array(["x"] * 23)), r"p\['b'\]\['path'\] is an array of <U1"),
+    (lambda a: a.update(scores={}), "'scores' is a dict, not a dict of base matrices"),
+    (lambda a: a.update(default_base="Wc"), "the default base 'Wc' has no scores"),
+    (lambda a: a["config"].pop("bases"), "its config lacks 'bases'"),
+    (lambda a: a.update(timing=None), "'timing' lacks the compute time"),
+])
+def test_hand_edited_artefacts_are_refused_with_the_reason(tmp_path, edit, reason):
+    spec = ToyLogisticSpec()
+    _mine(spec, tmp_path / "p.pkl", n_jobs=1)
+    art = fim.read_artefact(tmp_path / "p.pkl")
+    edit(art)
+    fim.atomic_pickle(art, tmp_path / "p.pkl")
+    with pytest.raises(fim.FIMError, match="not a usable FIM artefact: " + reason):
+        fim.load_importance(tmp_path / "p.pkl", spec.train_fingerprint, spec.n_samples)
+
+
+def test_artefacts_holding_foreign_objects_are_refused_unbuilt(tmp_path):
+    spec = ToyLogisticSpec()
+    _mine(spec, tmp_path / "p.pkl", n_jobs=1)
+    art = fim.read_artefact(tmp_path / "p.pkl")
+    art["config"]["note"] = Path("/somewhere")
+    fim.atomic_pickle(art, tmp_path / "p.pkl")
+    with pytest.raises(fim.FIMError, match="truncated or corrupt.*pathlib"):
+        fim.read_artefact(tmp_path / "p.pkl")
+
+
+def test_damaged_shards_are_recomputed_not_trusted(tmp_path):
+    out = tmp_path / "p.pkl"
+    _mine(ToyLogisticSpec(), tmp_path / "straight.pkl", n_jobs=1, shard_size=5)
+    parts = tmp_path / "p.pkl.parts"
+    parts.mkdir()
+    (parts / "run_key").write_text(fim._run_key(ToyLogisticSpec()))
+    (parts / "shard-000000.pkl").write_bytes(b"\x80\x04garbage")
+    fim.atomic_pickle({"run_key": fim._run_key(ToyLogisticSpec()), "shard": 1, "indices": [5, 99],
+                       "runs": [None, None], "seconds": 0.1}, parts / "shard-000001.pkl")
+    lines = []
+    _mine(ToyLogisticSpec(), out, n_jobs=1, shard_size=5, log=lines.append)
+    assert sum("ignoring unreadable shard" in line for line in lines) == 2
+    assert any("sample index is not in 0..22" in line for line in lines)
+    assert _content(out) == _content(tmp_path / "straight.pkl")
+
+
 def test_zero_scores_are_refused_with_a_reason(tmp_path):
     spec = ToyLogisticSpec()
     _mine(spec, tmp_path / "p.pkl", n_jobs=1)

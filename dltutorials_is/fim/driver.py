@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import sys
 import threading
 import time
@@ -39,7 +38,15 @@ from tqdm import tqdm
 
 from dltutorials_is.cluster import pool
 from dltutorials_is.errors import UserError
-from dltutorials_is.io import atomic_pickle, atomic_write_text, check_writable, check_writable_dir, fingerprint
+from dltutorials_is.io import (
+    NUMPY_GLOBALS,
+    atomic_pickle,
+    atomic_write_text,
+    check_writable,
+    check_writable_dir,
+    fingerprint,
+    load_pickles,
+)
 from dltutorials_is.sampling.samplers import format_p_summary
 
 SCORE_KINDS = ("norm", "displacement", "path", "grad0")
@@ -190,7 +197,7 @@ def check_outputs(out_path: str | os.PathLike, flag: str | None = None) -> None:
         check_writable(parts, f"the shard folder of {flag}" if flag else None)
 
 
-def _load_finished_shards(parts: Path, run_key: str, n_shards: int, log) -> tuple[dict, float]:
+def _load_finished_shards(parts: Path, run_key: str, n_shards: int, n_samples: int, log) -> tuple[dict, float]:
     """Results of shards a previous (possibly killed) run finished; refuses another run's shards."""
     runs: dict[int, PrivateRun] = {}
     seconds = 0.0
@@ -204,15 +211,46 @@ def _load_finished_shards(parts: Path, run_key: str, n_shards: int, log) -> tupl
         )
     for shard_file in sorted(parts.glob("shard-*.pkl")):
         try:
-            with open(shard_file, "rb") as f:
-                shard = pickle.load(f)
-            assert shard["run_key"] == run_key and 0 <= shard["shard"] < n_shards
+            (shard,) = load_pickles(shard_file.read_bytes(), allowed_globals=SHARD_GLOBALS)
+            problem = _shard_problem(shard, run_key, n_shards, n_samples)
         except Exception as err:  # damaged from outside: redo it rather than trust it
-            log(f"warning: ignoring unreadable shard {shard_file} ({err!r}); it will be recomputed")
+            problem = repr(err)
+        if problem is not None:
+            log(f"warning: ignoring unreadable shard {shard_file} ({problem}); it will be recomputed")
             continue
-        runs.update(zip(shard["indices"], shard["runs"]))
-        seconds += shard["seconds"]
+        runs.update(zip(map(int, shard["indices"]), shard["runs"]))
+        seconds += float(shard["seconds"])
     return runs, seconds
+
+
+#: What a shard may refer to: the per-sample results (also by their name before the package split)
+#: and numpy scalars (sample indices).
+SHARD_GLOBALS = NUMPY_GLOBALS | {("dltutorials_is.fim.driver", "PrivateRun"), ("dltutorials_is.fim", "PrivateRun")}
+
+
+def _shard_problem(shard, run_key: str, n_shards: int, n_samples: int) -> str | None:
+    if not isinstance(shard, dict) or shard.get("run_key") != run_key:
+        return "not a shard of this run"
+    indices, shard_runs = shard.get("indices"), shard.get("runs")
+    if not (_is_int(shard.get("shard")) and 0 <= shard["shard"] < n_shards):
+        return f"shard number {shard.get('shard')!r} is not in 0..{n_shards - 1}"
+    if not (isinstance(indices, list) and isinstance(shard_runs, list) and len(indices) == len(shard_runs)):
+        return "its indices and runs are not two lists of equal length"
+    if not all(_is_int(i) and 0 <= i < n_samples for i in indices):
+        return f"a sample index is not in 0..{n_samples - 1}"
+    if not all(isinstance(r, PrivateRun) and isinstance(r.scores, dict) for r in shard_runs):
+        return "a run is not a PrivateRun"
+    if not _is_real(shard.get("seconds")):
+        return "no compute time"
+    return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def mine(
@@ -278,7 +316,7 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
         return _finished_run(out_path, run_key, parts, log)
     n_shards = -(-n // shard_size)
     shard_indices = [np.arange(k * shard_size, min(n, (k + 1) * shard_size)) for k in range(n_shards)]
-    runs, seconds = _load_finished_shards(parts, run_key, n_shards, log)
+    runs, seconds = _load_finished_shards(parts, run_key, n_shards, n, log)
     todo = [k for k in range(n_shards) if any(int(i) not in runs for i in shard_indices[k])]
     parts.mkdir(exist_ok=True)
     atomic_write_text(parts / "run_key", run_key)
@@ -389,20 +427,86 @@ def report(result: FIMResult, config: dict, title: str) -> str:
 
 
 def read_artefact(path: str | os.PathLike) -> dict:
+    """The artefact `mine` saved at `path`, after checking it is one and that every entry the code uses
+    is there with the right type and length; FIMError, with the reason, for anything else."""
     path = Path(path)
     if not path.exists():
         raise FIMError(f"no importance file at {path}; create it with the FIM script (e.g. lstm/fim.py)")
     try:
-        with open(path, "rb") as f:
-            art = pickle.load(f)
-    except Exception as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise FIMError(f"cannot read {path}: {err}") from err
+    try:
+        (art,) = load_pickles(data, allowed_globals=NUMPY_GLOBALS)
+    except Exception as err:  # whatever a truncated or garbled file makes the unpickler raise
         raise FIMError(f"{path} is not a readable FIM artefact (truncated or corrupt: {err!r}); "
                        "delete it and run FIM again") from err
     if not isinstance(art, dict) or art.get("format") != ARTEFACT_FORMAT:
         raise FIMError(f"{path} is a pickle but not a FIM importance artefact")
     if art.get("version") != ARTEFACT_VERSION:
         raise FIMError(f"{path} has FIM artefact version {art.get('version')}, this code reads {ARTEFACT_VERSION}")
+    problem = artefact_problem(art)
+    if problem is not None:
+        raise FIMError(f"{path} is not a usable FIM artefact: {problem}. It was edited or written by other "
+                       "code; delete it and run FIM again")
     return art
+
+
+def artefact_problem(art: dict) -> str | None:
+    """What is missing or malformed in an artefact dict (as `_artefact` builds it), or None."""
+    n = art.get("n")
+    if not (_is_int(n) and n > 0):
+        return f"'n' is {n!r}, not a positive number of samples"
+    for key in ("default_base", "norm", "train_fingerprint", "init_fingerprint", "run_key"):
+        if not isinstance(art.get(key), str):
+            return f"{key!r} is {_missing_or(art, key)}, not a string"
+    if not _is_real(art.get("eps")):
+        return f"'eps' is {_missing_or(art, 'eps')}, not a number"
+    arrays = {"iterations": "iu", "final_loss": "fiu", "converged": "b"}
+    for key, kinds in arrays.items():
+        problem = _array_problem(art.get(key), n, kinds)
+        if problem:
+            return f"{key!r} is {_missing_or(art, key) if key not in art else problem}"
+    for key in ("scores", "p"):
+        table = art.get(key)
+        if not (isinstance(table, dict) and table):
+            return f"{key!r} is {_missing_or(art, key)}, not a dict of base matrices"
+        for base, kinds in table.items():
+            if not (isinstance(base, str) and isinstance(kinds, dict) and kinds):
+                return f"{key}[{base!r}] is not a dict of score kinds"
+            for kind, values in kinds.items():
+                problem = _array_problem(values, n, "fiu")
+                if not isinstance(kind, str) or problem:
+                    return f"{key}[{base!r}][{kind!r}] is {problem or 'not named by a string'}"
+    if art["default_base"] not in art["scores"]:
+        return f"the default base {art['default_base']!r} has no scores"
+    config = art.get("config")
+    if not isinstance(config, dict):
+        return f"'config' is {_missing_or(art, 'config')}, not a dict"
+    for key in ("eps", "norm", "bases", "protocol"):
+        if key not in config:
+            return f"its config lacks {key!r}"
+    bases = config["bases"]
+    if not (isinstance(bases, (list, tuple)) and bases and all(isinstance(b, str) for b in bases)):
+        return "config['bases'] is not a list of base matrix names"
+    timing = art.get("timing")
+    if not (isinstance(timing, dict) and _is_real(timing.get("compute_seconds"))):
+        return "'timing' lacks the compute time"
+    return None
+
+
+def _missing_or(art: dict, key: str) -> str:
+    return "missing" if key not in art else f"a {type(art[key]).__name__}"
+
+
+def _array_problem(values, n: int, kinds: str) -> str | None:
+    if not isinstance(values, np.ndarray):
+        return f"a {type(values).__name__}, not an array"
+    if values.ndim != 1 or len(values) != n:
+        return f"an array of shape {values.shape}, not one value per sample ({n})"
+    if values.dtype.kind not in kinds:
+        return f"an array of {values.dtype}"
+    return None
 
 
 def load_or_mine(path: Path, make_spec, n: int, train_fingerprint: str, init_fingerprint: str,

@@ -40,7 +40,7 @@ from dltutorials_is.datasets.download import default_data_dir  # noqa: E402  (co
 from dltutorials_is.datasets.nottingham import load_nottingham  # noqa: E402
 from dltutorials_is.datasets.chunks import chunk_arrays, training_fingerprint  # noqa: E402
 from dltutorials_is.fim.driver import FIMError, load_importance  # noqa: E402
-from dltutorials_is.fim.rnnrbm import RnnRbmFimSpec, init_fingerprint  # noqa: E402
+from dltutorials_is.fim.rnnrbm import RnnRbmFimSpec, init_fingerprint, run_options  # noqa: E402
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values  # noqa: E402
 from dltutorials_is.sampling.samplers import ImportanceSampler  # noqa: E402
 
@@ -64,7 +64,7 @@ def matching_p(paths: list[Path], songs, config: RnnRbmConfig, n: int) -> tuple[
     for path in paths:
         try:
             p = load_importance(path, training_fingerprint(songs, config.batch_size), n,
-                                init_fingerprint=init_fingerprint(initial_values(config)))
+                                init_fingerprint=init_fingerprint(initial_values(config)), expected=run_options(config))
             return p, f"P from {path}"
         except FIMError:
             continue

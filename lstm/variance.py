@@ -26,6 +26,7 @@ from dltutorials_is.fim.lstm import (
     BASES,
     LstmFimSpec,
     default_importance_path,
+    expected_options,
     init_fingerprint,
     initial_state,
     train_fingerprint,
@@ -67,9 +68,12 @@ def main(argv=None) -> int:
             ps[score][subset] = mined.p(args.base, score)
     else:
         path = args.importance or default_importance_path(options)
-        ps = {score: fim.load_importance(path, train_fingerprint(train), len(train[0]), score=score,
-                                         base=args.base, init_fingerprint=init_fingerprint(params))
+        art = fim.read_artefact(path)
+        ps = {score: fim.importance_from(art, path, train_fingerprint(train), len(train[0]), score=score,
+                                         base=args.base, init_fingerprint=init_fingerprint(params),
+                                         expected=expected_options(options, params))
               for score in args.score}
+        print(f"P from {path} ({fim.describe_fim_settings(art['config'])})")
         subset = np.random.RandomState(args.subset_seed).choice(len(train[0]), m, replace=False)
     for score, p in ps.items():
         unusable = int(np.sum(~(np.isfinite(p[subset]) & (p[subset] > 0))))

@@ -1,7 +1,9 @@
 """FIM for the LSTM: the fast private trainer equals the tutorial's graph, and P belongs to its run."""
 from __future__ import annotations
 
+import importlib.util
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm import (
     BASES,
     LstmFimSpec,
+    default_importance_path,
+    expected_options,
     init_fingerprint,
     initial_state,
     load_or_mine_lstm_importance,
@@ -183,3 +187,94 @@ def test_bad_fim_options_are_refused():
         LstmFimSpec(train, params, OPTIONS, eps=0)
     with pytest.raises(ValueError, match="review 1 is empty"):
         LstmFimSpec(([[3], []], [0, 1]), params, OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory):
+    """A tiny artefact mined for OPTIONS (float64), and the run it belongs to."""
+    previous = aesara.config.floatX
+    aesara.config.floatX = "float64"
+    path = tmp_path_factory.mktemp("mined") / "p.pkl"
+    train, params = tiny_train(n=4), tiny_params()
+    load_or_mine_lstm_importance(path, train, params, OPTIONS, n_jobs=1, log=lambda s: None, eps=0.05)
+    aesara.config.floatX = previous
+    return path, train, params
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"use_dropout": False}, "use_dropout = True there, False here"),
+    ({"decay_c": 0.01}, "decay_c = 0.0 there, 0.01 here"),
+    ({"maxlen": 50}, "maxlen = None there, 50 here"),
+    ({"protocol": "paper"}, "protocol = 'tutorial' there, 'paper' here"),
+    ({"seed": 7}, "seed = 123 there, 7 here"),
+])
+def test_an_artefact_mined_with_other_run_options_is_refused_naming_them(mined, change, named):
+    path, train, params = mined
+    with pytest.raises(fim.FIMError, match=named) as error:
+        load_or_mine_lstm_importance(path, train, params, {**OPTIONS, **change}, log=lambda s: None)
+    message = str(error.value)
+    assert "mined for another run" in message and "delete" in message and "the options it was mined with" in message
+
+
+def test_other_floatx_is_refused_and_fim_settings_are_reported_not_refused(mined):
+    path, train, params = mined
+    aesara.config.floatX = "float32"
+    with pytest.raises(fim.FIMError, match="floatX = 'float64' there, 'float32' here"):
+        load_or_mine_lstm_importance(path, train, params, OPTIONS, log=lambda s: None)
+    aesara.config.floatX = "float64"
+    lines = []
+    p = load_or_mine_lstm_importance(path, train, params, OPTIONS, log=lines.append)  # mined with eps 0.05
+    assert len(p) == 4
+    assert any(f"Loading importance from {path} (mined with ε = 0.05, step size 1.0" in line for line in lines)
+    with pytest.raises(fim.FIMError, match="use_dropout = True there, False here"):
+        fim.load_importance(path, train_fingerprint(train), 4, expected=expected_options({**OPTIONS, "use_dropout": False}))
+
+
+def test_default_file_names_differ_for_another_private_model():
+    options = {**OPTIONS, "maxlen": 100, "test_size": 500}
+    names = {default_importance_path(options), default_importance_path({**options, "use_dropout": False}),
+             default_importance_path({**options, "decay_c": 0.01})}
+    assert len(names) == 3
+    assert default_importance_path(options).name == "fim_tutorial_seed123_d6_w30_maxlen100_test500.pkl"
+
+
+def _script(name: str):
+    path = Path(__file__).resolve().parents[1] / "lstm" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"lstm_{name}_script_fim_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scripts_refuse_p_mined_for_another_run(tmp_path, capsys):
+    """lstm/fim.py mines for one set of flags; lstm/variance.py and lstm/train.py --is with another
+    dropout or weight decay stop before any work, naming the option."""
+    write_tiny_imdb(tmp_path)
+    flags = ["--data-dir", str(tmp_path), "--dim-proj", "4", "--n-words", "50", "--maxlen", "9", "--test-size", "5"]
+    out = tmp_path / "p.pkl"
+    assert _script("fim").main([*flags, "--out", str(out), "--n-jobs", "1", "--eps", "0.5", "--max-iters", "5"]) == 0
+    capsys.readouterr()
+    assert _script("variance").main([*flags, "--importance", str(out), "--no-use-dropout", "--samples", "3"]) == 1
+    assert "error: " in (err := capsys.readouterr().err) and "use_dropout = True there, False here" in err
+    train = _script("train")
+    assert train.main([*flags, "--is", "--importance", str(out), "--decay-c", "0.5", "--saveto", "",
+                       "--max-epochs", "1"]) == 1
+    out_text, err = capsys.readouterr()
+    assert "decay_c = 0.0 there, 0.5 here" in err
+    assert "Optimization" not in out_text  # refused before training started
+
+    # With the flags it was mined with, train_lstm's own model options ask for exactly this artefact.
+    args = train.parse_args([*flags, "--is", "--importance", str(out)])
+    provider, seen = train.fim_importance(args), {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(train_split, params, model_options):
+        seen["p"] = provider(train_split, params, model_options)
+        raise Captured
+
+    with pytest.raises(Captured):
+        train_lstm(**{name: getattr(args, name) for name in train.HYPERPARAMETERS}, p=capture)
+    assert seen["p"].sum() == pytest.approx(1.0)
+    assert f"Loading importance from {out} (mined with ε = 0.5" in capsys.readouterr().out

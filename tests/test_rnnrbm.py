@@ -231,8 +231,17 @@ def test_fim_mines_chunks_reproducibly_and_feeds_the_importance_sampler(model, s
     assert art["iterations"][2] == first.iterations
     np.testing.assert_allclose(p, art["scores"]["W"]["norm"] / art["scores"]["W"]["norm"].sum())
     other = RnnRbmConfig(**{**TINY, "seed": 124})
-    with pytest.raises(fim.FIMError, match="different W\\(0\\)"):
+    with pytest.raises(fim.FIMError, match="seed = 123 there, 124 here"):
         fim_rnnrbm.load_or_mine_rnnrbm_importance(tmp_path / "p.pkl", songs, initial_values(other), other)
+    # Another CD-k, or another float type, makes another private model: refused, naming the option.
+    for change, named in (({"k": 3}, "k = 2 there, 3 here"), ({"floatX": "float32"}, "floatX = 'float64' there")):
+        other = RnnRbmConfig(**{**TINY, **change})
+        with pytest.raises(fim.FIMError, match=named):
+            fim_rnnrbm.load_or_mine_rnnrbm_importance(tmp_path / "p.pkl", songs, initial_values(other), other)
+    # The run's own step size and epochs are not the private model's: the same P.
+    same = RnnRbmConfig(**{**TINY, "lr": 0.5, "num_epochs": 9})
+    np.testing.assert_array_equal(p, fim_rnnrbm.load_or_mine_rnnrbm_importance(
+        tmp_path / "p.pkl", songs, initial_values(same), same, log=lambda s: None))
 
     # One IS-SGD epoch: N chunks drawn from P, each step weighted 1/(N p_i).
     saved = model.get_params(), model.random_states()

@@ -12,7 +12,11 @@ The model enters through a plug-in, a picklable *trainer spec* with
     train_fingerprint  hash of the training set (see `io.fingerprint`)
     init_fingerprint   hash of W(0)
     config()           JSON-able dict of everything that changes the results; must hold
-                       "eps", "norm", "bases" (first = default base) and "protocol"
+                       "eps", "norm", "bases" (first = default base) and "protocol". Besides FIM's
+                       own settings (`FIM_SETTINGS`) it holds the options of the run that change
+                       the private model or its data; a run asks for P with those options
+                       (`expected`, built by the plug-in's same function) and an artefact mined
+                       with others is refused, naming them
     build()            compiles the model and returns `run(i) -> PrivateRun`; called once per
                        worker process/thread, never per sample
 
@@ -50,6 +54,10 @@ from dltutorials_is.io import (
 from dltutorials_is.sampling.samplers import format_p_summary
 
 SCORE_KINDS = ("norm", "displacement", "path", "grad0")
+#: FIM's own hyper-parameters: a run may use P mined with other values (a smaller ε, on purpose), so they
+#: are reported when P is loaded, never refused. Every other entry of an artefact's config is an option
+#: of the run that changes the private model or its data.
+FIM_SETTINGS = ("eps", "lr", "max_iters", "norm", "bases")
 NORM_KINDS = ("fro", "spectral")
 ARTEFACT_FORMAT = "dltutorials-is/fim-importance"
 ARTEFACT_VERSION = 1
@@ -313,7 +321,7 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
     check_outputs(out_path)
     parts = _shard_dir(out_path)
     if out_path.exists():
-        return _finished_run(out_path, run_key, parts, log)
+        return _finished_run(out_path, spec, run_key, parts, log)
     n_shards = -(-n // shard_size)
     shard_indices = [np.arange(k * shard_size, min(n, (k + 1) * shard_size)) for k in range(n_shards)]
     runs, seconds = _load_finished_shards(parts, run_key, n_shards, n, log)
@@ -350,12 +358,15 @@ def _remove_shards(parts: Path) -> None:
         parts.rmdir()
 
 
-def _finished_run(out_path: Path, run_key: str, parts: Path, log) -> FIMResult:
+def _finished_run(out_path: Path, spec, run_key: str, parts: Path, log) -> FIMResult:
     """The result saved by an earlier run of the same configuration (never overwritten)."""
     art = read_artefact(out_path)
     if art.get("run_key") != run_key:
-        raise FIMError(f"{out_path} already holds importance mined with another configuration, training set "
-                       "or W(0); delete it or write to another output path")
+        differences = config_differences(art["config"], spec.config(), fim_settings_too=True)
+        which = ("another configuration (" + _describe_differences(differences) + ")" if differences
+                 else "another configuration, training set or W(0)")
+        raise FIMError(f"{out_path} already holds importance mined with {which}; delete it or write to another "
+                       "output path")
     _remove_shards(parts)  # left by a run killed while cleaning up
     result = FIMResult(np.arange(art["n"]), art["iterations"], art["final_loss"], art["converged"],
                        art["scores"], art["timing"]["compute_seconds"])
@@ -509,19 +520,69 @@ def _array_problem(values, n: int, kinds: str) -> str | None:
     return None
 
 
+def _normal(value):
+    """A config value as JSON would give it back: tuples are lists, numpy scalars Python numbers."""
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def config_differences(stored: dict, expected: dict, fim_settings_too: bool = False) -> list[tuple]:
+    """`(option, stored value, expected value)` for every option of `expected` whose value in the
+    artefact's config `stored` differs. FIM's own settings count only with `fim_settings_too`; an
+    option the artefact does not record (mined before it was recorded) is left to the fingerprints."""
+    return [(key, stored[key], value) for key, value in expected.items()
+            if (fim_settings_too or key not in FIM_SETTINGS) and key in stored
+            and _normal(stored[key]) != _normal(value)]
+
+
+def _describe_differences(differences: list[tuple]) -> str:
+    return "; ".join(f"{key} = {there!r} there, {here!r} here" for key, there, here in differences)
+
+
+def describe_fim_settings(config: dict) -> str:
+    """FIM's own settings an artefact was mined with, for the line that says P was loaded."""
+    bases = config.get("bases") or ["?"]
+    return (f"mined with ε = {config.get('eps')}, step size {config.get('lr', '?')}, at most "
+            f"{config.get('max_iters', '?')} steps, {config.get('norm')} norm, default base {bases[0]}")
+
+
+def check_config(art: dict, expected: dict | None, path) -> None:
+    """FIMError naming every option of the run (`expected`, from the plug-in) the artefact was mined
+    with another value of, and how to get a P that fits."""
+    differences = config_differences(art["config"], expected or {})
+    if not differences:
+        return
+    mined_with = ", ".join(f"{key} {there!r}" for key, there, _ in differences)
+    raise FIMError(
+        f"{path} was mined for another run: {_describe_differences(differences)}. Its P comes from another "
+        f"private model, so it is not this run's. Either mine P for this run (delete {path} or name another "
+        "importance file, then rerun: FIM mines it with this run's options; or run the FIM script with this "
+        f"run's flags), or run with the options it was mined with ({mined_with})."
+    )
+
+
 def load_or_mine(path: Path, make_spec, n: int, train_fingerprint: str, init_fingerprint: str,
                  score: str | None, base: str, n_jobs: int = -1, backend: str | None = None, log=print,
-                 unit: str = "samples") -> np.ndarray:
-    """P from `path` after checking it belongs to this training set and W(0); if it is missing (or an
-    interrupted mining left shards), mine it first with the spec `make_spec()` builds and save it there."""
+                 unit: str = "samples", expected: dict | None = None) -> np.ndarray:
+    """P from `path` after checking it belongs to this training set, W(0) and run options (`expected`,
+    the plug-in's model options; see `check_config`); if it is missing (or an interrupted mining left
+    shards), mine it first with the spec `make_spec()` builds and save it there."""
     path = Path(path)
-    if not path.exists() or Path(f"{path}.parts").exists():
+    if not path.exists() or _shard_dir(path).exists():
+        if path.exists():  # an interrupted clean-up: refuse another run's artefact before anything else
+            check_config(read_artefact(path), expected, path)
         log(f"Mining importance (FIM) for {n} {unit} into {path}")
         mine(make_spec(), path, n_jobs=n_jobs, backend=backend, log=log)
+        art = read_artefact(path)
     else:
-        log(f"Loading importance from {path}")
-    return load_importance(path, train_fingerprint, n, score=score or "norm", base=base,
-                           init_fingerprint=init_fingerprint)
+        art = read_artefact(path)
+        check_config(art, expected, path)
+        log(f"Loading importance from {path} ({describe_fim_settings(art['config'])})")
+    return importance_from(art, path, train_fingerprint, n, score=score or "norm", base=base,
+                           init_fingerprint=init_fingerprint, expected=expected)
 
 
 def load_importance(
@@ -531,9 +592,17 @@ def load_importance(
     score: str = "norm",
     base: str | None = None,
     init_fingerprint: str | None = None,
+    expected: dict | None = None,
 ) -> np.ndarray:
-    """The sampling distribution p saved by `mine`, after checking it belongs to this training set."""
-    art = read_artefact(path)
+    """The sampling distribution p saved by `mine`, after checking it belongs to this training set (and,
+    when given, to this W(0) and these run options: see `check_config`)."""
+    return importance_from(read_artefact(path), path, train_fingerprint, n, score, base, init_fingerprint, expected)
+
+
+def importance_from(art: dict, path, train_fingerprint: str, n: int, score: str = "norm", base: str | None = None,
+                    init_fingerprint: str | None = None, expected: dict | None = None) -> np.ndarray:
+    """`load_importance` on an artefact already read by `read_artefact`."""
+    check_config(art, expected, path)
     if art["n"] != n:
         raise FIMError(f"{path} holds P for {art['n']} samples but the training set has {n}; "
                        "it was mined on another protocol/maxlen: run FIM again for this training set")

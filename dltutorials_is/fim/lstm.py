@@ -86,10 +86,25 @@ def init_fingerprint(params: dict) -> str:
 
 
 def default_importance_path(options: dict) -> Path:
-    """Where lstm/fim.py saves and lstm/train.py --is looks, named after what W(0) depends on."""
+    """Where lstm/fim.py saves and lstm/train.py --is looks, named after what W(0) depends on, and the
+    private model's options when they are not the tutorial's (so each such run mines its own P)."""
     precision = "" if aesara.config.floatX == "float64" else f"_{aesara.config.floatX}"
+    private = ("" if options.get("use_dropout", True) else "_nodropout") + \
+        (f"_decay{options['decay_c']:g}" if options.get("decay_c") else "")
     return Path(f"fim_{options['protocol']}_seed{options['seed']}_d{options['dim_proj']}"
-                f"_w{options['n_words']}_maxlen{options['maxlen']}_test{options['test_size']}{precision}.pkl")
+                f"_w{options['n_words']}_maxlen{options['maxlen']}_test{options['test_size']}{private}{precision}.pkl")
+
+
+def run_options(options: dict, floatX: str | None = None) -> dict:
+    """The options of a run that change FIM's private model or its data, as an artefact's config records
+    them: what `LstmFimSpec.config()` holds besides FIM's own settings, and what a run asks for
+    (`expected`) when it loads P. `options` are the run's (train_lstm's model options, or the scripts'
+    flags); floatX defaults to Aesara's current one."""
+    return {"model": "lstm", "protocol": options.get("protocol"),
+            "use_dropout": bool(options.get("use_dropout", True)), "decay_c": float(options.get("decay_c", 0.0)),
+            "seed": int(options.get("seed", 123)), "floatX": floatX or aesara.config.floatX,
+            "dim_proj": int(options["dim_proj"]), "n_words": int(options["n_words"]),
+            "maxlen": options.get("maxlen") or None}  # 0 and None both keep every review
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,10 +133,12 @@ class LstmFimSpec:
         self.floatX = floatX or aesara.config.floatX
         self.params = OrderedDict((k, np.asarray(v, dtype=self.floatX)) for k, v in initial_params.items())
         self.dim = self.params["lstm_U"].shape[0]
-        self.use_dropout = bool(options.get("use_dropout", True) if use_dropout is None else use_dropout)
-        self.decay_c = float(options.get("decay_c", 0.0))
-        self.seed = int(options.get("seed", 123) if seed is None else seed)
-        self.protocol = options.get("protocol")
+        self.run_options = run_options(
+            {**options, "dim_proj": self.dim, "n_words": self.params["Wemb"].shape[0],
+             **({} if use_dropout is None else {"use_dropout": use_dropout}), **({} if seed is None else {"seed": seed})},
+            self.floatX)
+        self.use_dropout, self.decay_c = self.run_options["use_dropout"], self.run_options["decay_c"]
+        self.seed, self.protocol = self.run_options["seed"], self.run_options["protocol"]
         self.eps, self.lr, self.max_iters, self.norm = float(eps), float(lr), int(max_iters), norm
         self.trainer, self.bases = trainer, tuple(bases)
         self.n_samples = len(self.labels)
@@ -130,10 +147,8 @@ class LstmFimSpec:
 
     def config(self) -> dict:
         # `trainer` is left out on purpose: fast and plain compute the same scores.
-        return {"model": "lstm", "eps": self.eps, "lr": self.lr, "max_iters": self.max_iters, "norm": self.norm,
-                "bases": list(self.bases), "protocol": self.protocol, "use_dropout": self.use_dropout,
-                "decay_c": self.decay_c, "seed": self.seed, "floatX": self.floatX, "dim_proj": self.dim,
-                "n_words": int(self.params["Wemb"].shape[0])}
+        return {"eps": self.eps, "lr": self.lr, "max_iters": self.max_iters, "norm": self.norm,
+                "bases": list(self.bases), **self.run_options}
 
     def review(self, i: int) -> tuple[np.ndarray, int]:
         return self.words[self.offsets[i] : self.offsets[i + 1]], int(self.labels[i])
@@ -299,10 +314,20 @@ def load_or_mine_lstm_importance(path, train, initial_params: dict, options: dic
                                  log=print, **fim_options) -> np.ndarray:
     """P for `train` and W(0) `initial_params`: loaded from `path` after checking it belongs to
     them, or mined first (then saved there; an interrupted mining resumes). `fim_options` are
-    `LstmFimSpec`'s (eps, lr, max_iters, norm, use_dropout, trainer)."""
+    `LstmFimSpec`'s (eps, lr, max_iters, norm, use_dropout, seed, trainer). An artefact mined with other
+    run options (`run_options`: dropout, weight decay, seed, sizes, protocol, maxlen, floatX) is refused."""
+    overrides = {key: fim_options[key] for key in ("use_dropout", "seed") if fim_options.get(key) is not None}
     return fim.load_or_mine(
-        Path(path) if path else default_importance_path(options),
+        Path(path) if path else default_importance_path({**options, **overrides}),
         lambda: LstmFimSpec(train, initial_params, options, bases=(base, *[b for b in BASES if b != base]),
                             **fim_options),
         len(train[0]), train_fingerprint(train), init_fingerprint(initial_params), score, base,
-        n_jobs=n_jobs, backend=backend, log=log, unit="reviews")
+        n_jobs=n_jobs, backend=backend, log=log, unit="reviews",
+        expected=expected_options(options, initial_params, **overrides))
+
+
+def expected_options(options: dict, initial_params: dict | None = None, **overrides) -> dict:
+    """`run_options` of a run about to use P: its model sizes from W(0) when given (as the spec takes them)."""
+    sizes = {} if initial_params is None else {"dim_proj": initial_params["lstm_U"].shape[0],
+                                               "n_words": initial_params["Wemb"].shape[0]}
+    return run_options({**options, **sizes, **overrides})

@@ -26,7 +26,7 @@ from dltutorials_is.fim import driver as fim
 from dltutorials_is.graphs import rnnrbm as graph
 from dltutorials_is.io import fingerprint
 from dltutorials_is.models.base import reseed_first_streams
-from dltutorials_is.models.rnnrbm import RnnRbmModel
+from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel
 
 BASES = graph.PARAM_NAMES  # "W" first: the paper's base matrix
 DEFAULTS = {  # FIM's own hyperparameters (the private SGD is not the main run's)
@@ -43,8 +43,21 @@ def init_fingerprint(params: dict) -> str:
 
 
 def default_importance_path(config) -> Path:
+    """Named after the run options FIM depends on (k and floatX only when not the tutorial's)."""
+    private = ("" if config.k == RnnRbmConfig.k else f"_k{config.k}") + \
+        ("" if config.floatX == "float64" else f"_{config.floatX}")
     return Path(f"fim_rnnrbm_seed{config.seed}_b{config.batch_size}_h{config.n_hidden}"
-                f"_u{config.n_hidden_recurrent}_dt{config.dt:g}_r{config.r[0]}-{config.r[1]}.pkl")
+                f"_u{config.n_hidden_recurrent}_dt{config.dt:g}_r{config.r[0]}-{config.r[1]}{private}.pkl")
+
+
+def run_options(config) -> dict:
+    """The options of a run (an `RnnRbmConfig`) that change FIM's private model or its chunks, as an
+    artefact's config records them: what `RnnRbmFimSpec.config()` holds besides FIM's own settings, and
+    what a run asks for (`expected`) when it loads P. The run's step size and epochs do not count."""
+    c = config
+    return {"model": "rnnrbm", "protocol": "nottingham", "k": c.k, "seed": c.seed, "floatX": c.floatX,
+            "batch_size": c.batch_size, "n_hidden": c.n_hidden, "n_hidden_recurrent": c.n_hidden_recurrent,
+            "r": list(c.r), "dt": c.dt}
 
 
 class RnnRbmFimSpec:
@@ -69,11 +82,8 @@ class RnnRbmFimSpec:
         self.init_fingerprint = init_fingerprint(initial_params)
 
     def config(self) -> dict:
-        c = self.model_config
-        return {"model": "rnnrbm", "eps": self.eps, "lr": self.lr, "max_iters": self.max_iters, "norm": self.norm,
-                "bases": list(self.bases), "protocol": "nottingham", "k": c.k, "seed": c.seed, "floatX": c.floatX,
-                "batch_size": c.batch_size, "n_hidden": c.n_hidden, "n_hidden_recurrent": c.n_hidden_recurrent,
-                "r": list(c.r), "dt": c.dt}
+        return {"eps": self.eps, "lr": self.lr, "max_iters": self.max_iters, "norm": self.norm,
+                "bases": list(self.bases), **run_options(self.model_config)}
 
     def chunk(self, i: int) -> np.ndarray:
         song, start = self.chunks[i]
@@ -140,10 +150,12 @@ def load_or_mine_rnnrbm_importance(path, train_songs, initial_params: dict, conf
                                    log=print, **fim_options) -> np.ndarray:
     """P over the training chunks for W(0) `initial_params`: loaded from `path` after checking it
     belongs to them, or mined first (then saved there; an interrupted mining resumes).
-    `fim_options` are `RnnRbmFimSpec`'s (eps, lr, max_iters, norm)."""
+    `fim_options` are `RnnRbmFimSpec`'s (eps, lr, max_iters, norm). An artefact mined with other run
+    options (`run_options`: k, seed, floatX, batch size, sizes, r, dt) is refused."""
     return fim.load_or_mine(
         Path(path) if path else default_importance_path(config),
         lambda: RnnRbmFimSpec(train_songs, initial_params, config,
                               bases=(base, *[b for b in BASES if b != base]), **fim_options),
         len(make_chunks(train_songs, config.batch_size)), training_fingerprint(train_songs, config.batch_size),
-        init_fingerprint(initial_params), score, base, n_jobs=n_jobs, backend=backend, log=log, unit="chunks")
+        init_fingerprint(initial_params), score, base, n_jobs=n_jobs, backend=backend, log=log, unit="chunks",
+        expected=run_options(config))

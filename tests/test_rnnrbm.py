@@ -203,6 +203,15 @@ def test_checkpoint_errors(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(CheckpointError, match="not an RNN-RBM checkpoint"):
         read_checkpoint(tmp_path / "other.npz")
+    # A checkpoint of this project with an entry missing or of the wrong size: named, not a KeyError.
+    header = {"format": np.array("dltutorials-is/rnnrbm-checkpoint"), "config": np.array(RnnRbmConfig(**TINY).to_json())}
+    np.savez(tmp_path / "edited.npz", **header)
+    with pytest.raises(CheckpointError, match="has no entry 'param/W'"):
+        read_checkpoint(tmp_path / "edited.npz")
+    params = {f"param/{name}": np.zeros(3) for name in graph.PARAM_NAMES}
+    np.savez(tmp_path / "edited.npz", **header, **params)
+    with pytest.raises(CheckpointError, match=r"malformed entry \(parameter W .* shape \(3,\), the config says .* \(88, 7\)"):
+        read_checkpoint(tmp_path / "edited.npz")
 
 
 def test_train_script_reports_missing_data(tmp_path, capsys):

@@ -25,6 +25,9 @@ import numpy as np
 from dltutorials_is.errors import SettingError, UserError
 
 DEFAULT_TEMPO = 500000  # microseconds per quarter note (120 bpm), the MIDI default
+#: Longer than this, a file is not a song: a garbled tempo or time division can time a note days
+#: late, and its piano-roll would not fit in memory.
+MAX_SECONDS = 6 * 3600
 WRITE_TICKS_PER_BEAT = 480  # at the default tempo: 960 ticks per second
 WRITE_VELOCITY = 90
 
@@ -76,7 +79,7 @@ def _open(filename) -> mido.MidiFile:
         midi = mido.MidiFile(filename)
     except FileNotFoundError:
         raise
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as error:
+    except Exception as error:  # OSError, EOFError, ValueError, mido's KeySignatureError, …: a garbled file
         raise MidiError(f"{filename}: not a readable MIDI file ({type(error).__name__}: {error})") from error
     if midi.type == 2:
         raise MidiError(f"{filename}: MIDI format 2 (independent sequences) is not supported")
@@ -116,7 +119,11 @@ def notes_to_piano_roll(notes: list[Note], r: tuple[int, int], dt: float) -> np.
     """Binary piano-roll of `notes`; its length comes from every note, but only pitches in r are drawn."""
     if not notes:
         raise MidiError("no completed notes, so there is no piano-roll to build")
-    length = int(np.ceil(max(note.end for note in notes) / dt))
+    last = max(note.end for note in notes)
+    if not last <= MAX_SECONDS:
+        raise MidiError(f"a note ends after {last / 3600:.3g} hours, more than the {MAX_SECONDS / 3600:g} a song "
+                        "can last (a garbled tempo or time division?)")
+    length = int(np.ceil(last / dt))
     if length <= 0:
         raise MidiError("every note ends before time 0 (see the cross-track tempo rule above)")
     roll = np.zeros((length, r[1] - r[0]))

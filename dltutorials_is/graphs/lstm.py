@@ -117,14 +117,20 @@ def load_params(path: str | Path, params: OrderedDict) -> OrderedDict:
         raise ModelFileError(f"cannot reload the model: {path} does not exist — give the path of a model saved "
                              "by lstm/train.py (--saveto)")
     try:
-        with np.load(path) as saved:
+        saved = np.load(path, allow_pickle=False)  # no pickled objects: a random file cannot build any
+        if not isinstance(saved, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds a single {type(saved).__name__}, not named arrays")
+        with saved:
             arrays = {name: saved[name] for name in saved.files}
-    except Exception as error:  # BadZipFile, EOFError, ValueError, a .npy array without `files`, ...
+    except Exception as error:  # BadZipFile, zlib.error, EOFError, ValueError, a .npy array, …: a damaged file
         raise ModelFileError(f"cannot reload the model: {path} is not a readable .npz file (truncated or corrupt: "
                              f"{type(error).__name__}: {error}) — give another model file") from error
     for name, value in params.items():
         if name not in arrays:
             raise ModelFileError(f"cannot reload the model: {path} has no array {name!r} (it holds {sorted(arrays)})")
+        if arrays[name].dtype.kind not in "biuf":
+            raise ModelFileError(f"cannot reload the model: {name} in {path} holds {arrays[name].dtype} values, "
+                                 "not numbers")
         if arrays[name].shape != value.shape:
             raise ModelFileError(
                 f"cannot reload the model: {name} in {path} has shape {arrays[name].shape}, this model needs "

@@ -91,22 +91,48 @@ def read_checkpoint(path: Path) -> tuple[RnnRbmConfig, dict[str, np.ndarray], di
     if str(arrays.get("format", "")) != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is an .npz file but not an RNN-RBM checkpoint of this project")
     try:
-        config = RnnRbmConfig.from_json(str(arrays["config"]))
-        params = {name: arrays[f"param/{name}"] for name in graph.PARAM_NAMES}
-        mrg = {key[len("mrg/") :]: value for key, value in arrays.items() if key.startswith("mrg/")}
-        pos, has_gauss = (int(x) for x in arrays["rng/scalars"])
-        state = TrainingState(
-            epochs_done=int(arrays["epochs_done"]),
-            rng_state=("MT19937", arrays["rng/keys"], pos, has_gauss, float(arrays["rng/cached_gaussian"])),
-            sampler_state=_sampler_state(arrays),
-        )
+        config, params, mrg, state = _checkpoint_contents(arrays)
     except (KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{path} is an incomplete RNN-RBM checkpoint ({type(error).__name__}: {error}) — "
+        what = f"has no entry {error}" if isinstance(error, KeyError) else f"has a malformed entry ({error})"
+        raise CheckpointError(f"{path} is an incomplete or damaged RNN-RBM checkpoint: it {what} — "
                               "train a new one") from error
     bad = non_finite(params)
     if bad:
         raise CheckpointError(f"{path}: {', '.join(bad)} hold NaN or inf (written by a run that diverged) — "
                               "train a new one")
+    return config, params, mrg, state
+
+
+def _checkpoint_contents(arrays: dict):
+    """`read_checkpoint`'s result from the checkpoint's arrays, checking every entry it reads."""
+    config = RnnRbmConfig.from_json(str(arrays["config"]))
+    positive = ("n_hidden", "n_hidden_recurrent", "batch_size", "k")
+    if not all(type(getattr(config, key)) is int and getattr(config, key) > 0 for key in positive) \
+            or not (len(config.r) == 2 and all(type(v) is int for v in config.r) and config.r[0] < config.r[1]) \
+            or not (isinstance(config.dt, (int, float)) and config.dt > 0) or type(config.seed) is not int \
+            or config.floatX not in ("float32", "float64"):
+        raise ValueError(f"config {config.to_json()}")
+    nv, nh, nu = config.n_visible, config.n_hidden, config.n_hidden_recurrent
+    shapes = {"W": (nv, nh), "bv": (nv,), "bh": (nh,), "Wuh": (nu, nh), "Wuv": (nu, nv), "Wvu": (nv, nu),
+              "Wuu": (nu, nu), "bu": (nu,)}
+    params = {name: arrays[f"param/{name}"] for name in graph.PARAM_NAMES}
+    for name, value in params.items():
+        if value.shape != shapes[name] or value.dtype.kind != "f":
+            raise ValueError(f"parameter {name} is {value.dtype} of shape {value.shape}, the config says "
+                             f"floats of shape {shapes[name]}")
+    mrg = {key[len("mrg/") :]: value for key, value in arrays.items() if key.startswith("mrg/")}
+    if not all(value.dtype.kind in "iu" and value.ndim == 2 and value.shape[1] == 6 for value in mrg.values()):
+        raise ValueError("a random stream state is not an (n, 6) integer array")
+    keys, scalars, epochs = arrays["rng/keys"], arrays["rng/scalars"], arrays["epochs_done"]
+    if keys.shape != (624,) or keys.dtype.kind not in "iu" or scalars.shape != (2,) or scalars.dtype.kind not in "iu" \
+            or epochs.shape != () or epochs.dtype.kind not in "iu" or epochs < 0:
+        raise ValueError("the numpy random state or the epoch count")
+    pos, has_gauss = (int(x) for x in scalars)
+    state = TrainingState(
+        epochs_done=int(epochs),
+        rng_state=("MT19937", keys, pos, has_gauss, float(arrays["rng/cached_gaussian"])),
+        sampler_state=_sampler_state(arrays),
+    )
     return config, params, mrg, state
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import aesara
 
 from dltutorials_is.errors import entry_point
-from dltutorials_is.fim.driver import SCORE_KINDS
+from dltutorials_is.fim.driver import SCORE_KINDS, other_score_kinds
 from dltutorials_is.fim.lstm import default_importance_path, load_or_mine_lstm_importance
 from dltutorials_is.flags import (
     add_lstm_model_arguments,
@@ -104,9 +104,11 @@ def fim_importance(args: argparse.Namespace):
     """The `--is` hook: an `ImportanceProvider` giving FIM's P once the training set and W(0) exist."""
 
     def provider(train, initial_params, model_options):
-        return load_or_mine_lstm_importance(
+        p = load_or_mine_lstm_importance(
             args.importance, train=train, initial_params=initial_params, options=model_options, score=args.score
         )
+        path = args.importance or default_importance_path(model_options)
+        return p, other_score_kinds(path, "Wc", args.score or "norm")  # named if P is uniform
 
     return provider
 

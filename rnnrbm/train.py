@@ -16,13 +16,13 @@ from dltutorials_is.datasets.chunks import make_chunks
 from dltutorials_is.datasets.download import default_data_dir
 from dltutorials_is.datasets.nottingham import load_nottingham
 from dltutorials_is.errors import entry_point
-from dltutorials_is.fim.driver import SCORE_KINDS
+from dltutorials_is.fim.driver import SCORE_KINDS, other_score_kinds
 from dltutorials_is.fim.rnnrbm import BASES, default_importance_path, load_or_mine_rnnrbm_importance
 from dltutorials_is.flags import add_on_bad_argument, add_rnnrbm_model_arguments, eval_splits, positive_float, positive_int
 from dltutorials_is.io import check_writable
 from dltutorials_is.loop import TrainingDiverged
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values
-from dltutorials_is.sampling.samplers import format_p_summary, make_chunk_sampler
+from dltutorials_is.sampling.samplers import format_p_summary, make_chunk_sampler, uniform_p_warning
 from dltutorials_is.tutorials.rnnrbm import CheckpointError, TrainingState, load_model, read_checkpoint, train
 
 DEFAULTS = RnnRbmConfig()
@@ -138,6 +138,10 @@ def main(argv=None) -> int:
     p = importance_p(args, config, train_songs) if config.sampler == "importance" else None
     if p is not None:
         print(format_p_summary(p))
+        others = other_score_kinds(args.importance or default_importance_path(config), args.base, args.score or "norm")
+        warning = uniform_p_warning(p, others)
+        if warning:
+            print(warning)
     sampler = make_chunk_sampler(config.sampler, chunks, p)
     try:
         train(model, train_songs, rng, sampler, eval_sets, state, checkpoint=args.saveto, log_path=args.log,

@@ -276,6 +276,22 @@ def test_zero_scores_are_refused_with_a_reason(tmp_path):
         fim.load_importance(tmp_path / "p.pkl", spec.train_fingerprint, spec.n_samples)
 
 
+def test_the_fim_report_warns_once_when_the_papers_p_is_uniform():
+    n = 50
+    rng = np.random.RandomState(3)
+    scores = {"w": {"norm": np.full(n, 2.0) + 1e-6 * rng.rand(n), "displacement": 1 + 0.1 * rng.rand(n),
+                    "path": 1 + rng.rand(n), "grad0": np.full(n, 1.0)}}
+    result = fim.FIMResult(np.arange(n), np.full(n, 3), np.full(n, 0.01), np.ones(n, bool), scores, 1.0)
+    text = fim.report(result, {"eps": 0.05, "bases": ["w"]}, title="FIM")
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: the paper's P is uniform to within")
+    assert "spread P more here are: path (bound" in warnings[0]
+    assert "displacement (bound" in warnings[0] and "grad0" not in warnings[0]
+    scores["w"]["norm"] = 1 + rng.rand(n)
+    assert "warning" not in fim.report(result, {"eps": 0.05, "bases": ["w"]}, title="FIM")
+
+
 def test_matrix_norms():
     a = np.array([[3.0, 0.0], [0.0, 4.0]])
     assert fim.matrix_norm(a) == 5.0

@@ -346,6 +346,26 @@ def test_importance_sampling_gets_p_late_and_passes_its_weights(monkeypatch):
     assert len(np.unique(weights)) > 1
 
 
+def test_a_uniform_p_is_said_in_words_when_training_starts(monkeypatch, capsys):
+    def provider(train, initial_params, options):
+        n = len(train[0])
+        spread = 1.0 + np.arange(n) % 3
+        return np.full(n, 1.0 / n), {"displacement": spread / spread.sum()}
+
+    def no_training(name):
+        def build(lr, tparams, grads, inputs, cost):
+            return Optimiser(lambda x, mask, y, weights: np.asarray(0.69), lambda lrate: None, [], [])
+
+        return build
+
+    monkeypatch.setattr(model_module, "get_optimiser", no_training)
+    training.train_lstm(max_epochs=1, saveto="", sampler="importance", p=provider, **SMALL_RUN)
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: this P is uniform")]
+    assert len(warnings) == 1 and "spread P more here are: displacement (bound 1.1" in warnings[0]
+    assert out.index("eq. 13 speed-up bound 1") < out.index(warnings[0]) < out.index("Optimization")
+
+
 # ---------------------------------------------------------------------------------------------
 # The script's command line
 # ---------------------------------------------------------------------------------------------

@@ -261,6 +261,26 @@ def test_fim_mines_chunks_reproducibly_and_feeds_the_importance_sampler(model, s
     model.set_random_states(saved[1])
 
 
+def test_train_script_refuses_another_runs_p_and_says_when_p_is_uniform(songs, tmp_path, monkeypatch, capsys):
+    config = RnnRbmConfig(**TINY)
+    path = tmp_path / "p.pkl"
+    fim_rnnrbm.load_or_mine_rnnrbm_importance(path, songs, initial_values(config), config, n_jobs=1,
+                                              log=lambda s: None, eps=45.0, lr=0.05, max_iters=15)  # compiled above
+    flags = ["--n-hidden", "7", "--n-hidden-recurrent", "5", "--batch-size", "20", "--seed", "123", "--max-songs", "1",
+             "--eval-splits", "", "--saveto", str(tmp_path / "m.npz"), "--is", "--importance", str(path)]
+    assert train_script.main([*flags, "--k", "3"]) == 1
+    assert "k = 2 there, 3 here" in capsys.readouterr().err
+    # With the run's options, a uniform P is said in words before training, naming the artefact's other kinds.
+    monkeypatch.setattr(train_script, "importance_p",
+                        lambda args, config, train_songs: np.full(len(make_chunks(train_songs, 20)), 1.0)
+                        / len(make_chunks(train_songs, 20)))
+    monkeypatch.setattr(train_script, "train", lambda *args, **kwargs: [])
+    assert train_script.main([*flags, "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    (warning,) = [line for line in out.splitlines() if line.startswith("warning: this P is uniform")]
+    assert "eq. 13 bound 1)" in warning and ("spread P more here are: " in warning or "no other score kind" in warning)
+
+
 def test_initial_values_are_the_models_w0(model):
     """W(0) for FIM is recomputed from the seed without building a model; it must be the model's."""
     w0 = initial_values(RnnRbmConfig(**TINY))

@@ -12,6 +12,7 @@ from dltutorials_is.sampling.samplers import (
     format_p_summary,
     make_sampler,
     summarize_p,
+    uniform_p_warning,
 )
 
 
@@ -151,3 +152,33 @@ def test_p_summary():
     assert s["speedup_bound"] == pytest.approx(1 + s["cv"] ** 2)
     assert s["ess"] == pytest.approx(1 / (4 * np.sum(p**2)))
     assert "CV" in format_p_summary(p) and "eq. 13" in format_p_summary(p)
+
+
+def _p(scores):
+    scores = np.asarray(scores, dtype="float64")
+    return scores / scores.sum()
+
+
+def test_a_uniform_p_gets_one_warning_naming_the_kinds_that_spread_p_more():
+    rng = np.random.RandomState(0)
+    nearly_uniform = _p(1 + 1e-3 * rng.rand(1000))  # bound 1 + ~1e-7
+    others = {"displacement": _p(1 + 0.08 * rng.randn(1000).clip(-3, 3)),  # bound ~1.0064
+              "grad0": _p(rng.rand(1000) + 0.1),  # bound ~1.3
+              "path": _p(1 + 1e-4 * rng.rand(1000))}  # even flatter: not named
+    line = uniform_p_warning(nearly_uniform, others)
+    bound = summarize_p(nearly_uniform)["speedup_bound"]
+    assert line.startswith("warning: this P is uniform to within a coefficient of variation of ")
+    assert "\n" not in line and f"(eq. 13 bound {bound:.7g})" in line
+    assert "importance sampling cannot speed training up" in line
+    named = line.split("the score kinds that spread P more here are: ")[1]
+    grad0 = summarize_p(others["grad0"])["speedup_bound"]
+    displacement = summarize_p(others["displacement"])["speedup_bound"]
+    assert named == f"grad0 (bound {grad0:.5g}), displacement (bound {displacement:.5g})"  # best first
+    assert uniform_p_warning(nearly_uniform, {"path": others["path"]}).endswith("no other score kind here spreads P more")
+    assert uniform_p_warning(nearly_uniform).endswith("cannot speed training up")
+
+
+def test_no_warning_for_a_p_that_can_help():
+    assert uniform_p_warning(_p([1, 1, 1, 1.2])) is None  # bound 1.0068
+    assert uniform_p_warning(_p([1, 1, 1, 1.05])) is not None  # bound 1.00046: within 1e-3 of 1
+    assert uniform_p_warning(np.full(5, 0.2), {}) is not None

@@ -51,7 +51,7 @@ from dltutorials_is.io import (
     fingerprint,
     load_pickles,
 )
-from dltutorials_is.sampling.samplers import format_p_summary
+from dltutorials_is.sampling.samplers import format_p_summary, uniform_p_warning
 
 SCORE_KINDS = ("norm", "displacement", "path", "grad0")
 #: FIM's own hyper-parameters: a run may use P mined with other values (a smaller ε, on purpose), so they
@@ -430,7 +430,26 @@ def report(result: FIMResult, config: dict, title: str) -> str:
             marker = "*" if (base, kind) == (default, "norm") else " "
             lines.append(f"{marker} {base:>6} {kind:<12} {format_p_summary(s / s.sum())}")
     lines.append("(* = the paper's P: norm of the default base matrix)")
+    kinds = usable_ps(result.scores[default])
+    if "norm" in kinds:
+        warning = uniform_p_warning(kinds.pop("norm"), kinds)
+        if warning:
+            lines.append(warning.replace("this P", "the paper's P", 1))
     return "\n".join(lines)
+
+
+def usable_ps(scores_of_base: dict) -> dict:
+    """{score kind: P} for the kinds of one base matrix whose scores can make a P (all finite and > 0)."""
+    return {kind: s / s.sum() for kind, s in scores_of_base.items() if np.all(np.isfinite(s)) and np.all(s > 0)}
+
+
+def other_score_kinds(path, base: str | None, score: str) -> dict:
+    """{score kind: P} of the artefact at `path` for the base matrix of the P in use, without `score`
+    itself: what `uniform_p_warning` names when the P in use is uniform."""
+    art = read_artefact(path)
+    kinds = usable_ps(art["scores"].get(base or art["default_base"], {}))
+    kinds.pop(score, None)
+    return kinds
 
 
 # ---------------------------------------------------------------------------------------------

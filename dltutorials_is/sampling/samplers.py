@@ -176,6 +176,29 @@ def format_p_summary(p: np.ndarray) -> str:
     )
 
 
+#: A P whose eq. 13 bound is this close to 1 cannot make training faster than uniform sampling.
+UNIFORM_BOUND_TOLERANCE = 1e-3
+
+
+def uniform_p_warning(p: np.ndarray, others: dict[str, np.ndarray] | None = None) -> str | None:
+    """One warning line when P is so close to uniform (eq. 13 bound within `UNIFORM_BOUND_TOLERANCE` of 1)
+    that importance sampling cannot speed training up, else None. `others` (score kind -> its P, e.g.
+    the other score kinds of the same FIM artefact) are named when they spread P more, best first."""
+    summary = summarize_p(p)
+    bound = summary["speedup_bound"]
+    if not bound - 1.0 <= UNIFORM_BOUND_TOLERANCE:
+        return None
+    line = (f"warning: this P is uniform to within a coefficient of variation of {summary['cv']:.2g} (eq. 13 bound "
+            f"{bound:.7g}): importance sampling cannot speed training up")
+    if others is None:
+        return line
+    better = sorted(((summarize_p(q)["speedup_bound"], kind) for kind, q in others.items()), reverse=True)
+    better = [f"{kind} (bound {b:.5g})" for b, kind in better if b > bound]
+    if better:
+        return f"{line}; the score kinds that spread P more here are: {', '.join(better)}"
+    return f"{line}; no other score kind here spreads P more"
+
+
 def _check_sizes(n: int, batch_size: int) -> None:
     if n <= 0:
         raise ValueError("the training set is empty")

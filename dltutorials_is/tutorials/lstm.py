@@ -25,14 +25,16 @@ from dltutorials_is.graphs.lstm import load_params
 from dltutorials_is.io import non_finite, require_finite, write_atomically
 from dltutorials_is.loop import Hook, Progress, TrainingDiverged, fit
 from dltutorials_is.models.lstm import LstmModel
-from dltutorials_is.sampling.samplers import cut_minibatches, format_p_summary, make_sampler
+from dltutorials_is.sampling.samplers import cut_minibatches, format_p_summary, make_sampler, uniform_p_warning
 
 #: What `train_lstm` returns for a run whose cost became NaN or infinite (the original's sentinel).
 DIVERGED = (1.0, 1.0, 1.0)
 
 Split = tuple[list, list]
-#: `p` may be given late: called as `p(train, initial_params, model_options)` once both exist.
-ImportanceProvider = Callable[[Split, dict, dict], np.ndarray]
+#: `p` may be given late: called as `p(train, initial_params, model_options)` once both exist. It returns
+#: P, or `(P, others)` with `others` the P of other score kinds ({kind: P}) that the warning for a uniform P
+#: names (`sampling.samplers.uniform_p_warning`).
+ImportanceProvider = Callable[[Split, dict, dict], "np.ndarray | tuple[np.ndarray, dict]"]
 
 
 def say(*parts) -> None:
@@ -212,11 +214,17 @@ def train_lstm(
     model = LstmModel(model_options, train, seed, rng)
     if reload_model:
         model.set_params(load_params(reload_model, model.get_params()))
+    other_ps = None
     if callable(p):  # before compiling: getting P may take long, or fail
         p = p(train, model.get_params(), model_options)
+        if isinstance(p, tuple):
+            p, other_ps = p
     epoch_sampler = make_sampler(sampler, len(train[0]), batch_size, p)
     if sampler == "importance":
         say(format_p_summary(p))
+        warning = uniform_p_warning(p, other_ps)
+        if warning:
+            say(warning)
     model.optimiser, model.f_pred  # compiled now, so the timings below are of training alone
 
     say("Optimization")

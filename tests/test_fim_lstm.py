@@ -277,5 +277,5 @@ def test_scripts_refuse_p_mined_for_another_run(tmp_path, capsys):
     with pytest.raises(Captured):
         train_lstm(**{name: getattr(args, name) for name in train.HYPERPARAMETERS}, p=capture)
     p, others = seen["p"]
-    assert p.sum() == pytest.approx(1.0) and set(others) == {"displacement", "path", "grad0"}
+    assert p.sum() == pytest.approx(1.0) and {"displacement", "path"} <= set(others) <= {"displacement", "path", "grad0"}
     assert f"Loading importance from {out} (mined with ε = 0.5" in capsys.readouterr().out

@@ -6,9 +6,14 @@ elsewhere, continuing from what it had written (the folder must be on a file sys
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import time
 from typing import Iterator
 
 from joblib import Parallel, parallel_config
+from joblib._parallel_backends import LokyBackend
+from joblib.parallel import get_active_backend
 
 SCHEDULER_HELP = ("run on the workers of the dask.distributed scheduler at ADDRESS (e.g. tcp://10.0.0.1:8786, "
                   "started with `dask scheduler` and `dask worker ADDRESS`); the output folder must be on a file "
@@ -40,7 +45,30 @@ def parallel_backend(backend: str | None, scheduler: str | None, n_jobs: int) ->
         yield backend
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """loky worker initializer: leave as soon as the process that started the worker is gone.
+
+    loky cannot tell that its parent was killed (SIGKILL, or SIGTERM, which runs no clean-up): a worker
+    finishes its task, waits `idle_worker_timeout` (300 s) for another and 30 s more for the dead parent,
+    and one that was receiving a task when the parent died waits for the rest of it forever. A worker's
+    parent process id changes when its parent dies (it is adopted), which this thread checks every second.
+    """
+    if os.getppid() != parent_pid:  # not started by that process directly: nothing reliable to watch
+        return
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def pool(n_jobs: int, backend: str | None, return_as: str = "generator") -> Parallel:
-    """A joblib pool on `backend` (None: joblib's default) yielding results as they come."""
-    with parallel_config(backend=backend) if backend else contextlib.nullcontext():
+    """A joblib pool on `backend` (None: joblib's default) yielding results as they come. loky workers
+    (the default backend) exit with the process that started them (`_exit_with_parent`)."""
+    if backend is None and isinstance(get_active_backend()[0], LokyBackend):
+        backend = "loky"
+    params = {"initializer": _exit_with_parent, "initargs": (os.getpid(),)} if backend == "loky" else {}
+    with parallel_config(backend=backend, **params) if backend else contextlib.nullcontext():
         return Parallel(n_jobs=n_jobs, return_as=return_as)

@@ -18,7 +18,10 @@ import json
 import os
 import pickle
 import pickletools
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -105,11 +108,83 @@ def require_finite(arrays, path: Path | str) -> None:
                        "keeps what it held; lower the step size and train again")
 
 
+#: This machine, as temporary file names spell it: the host name's first label (no dots, so a temporary
+#: file of target `a` never reads as one of target `a.b`).
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+#: A temporary file older than this is stale whoever wrote it: a writer touches its file until it renames it.
+STALE_SECONDS = 3600
+
+
+def _temporary_prefix(path: Path) -> str:
+    """`.<name>.<host>-<pid>.`: what `write_atomically`'s temporary files for `path` start with (mkstemp
+    then adds 8 random characters and `.tmp`), so a later write can tell whether their writer still runs."""
+    return f".{path.name}.{_HOST}-{os.getpid()}."
+
+
+def _temporary_name(name: str) -> re.Pattern:
+    """The names `write_atomically` gives temporary files for a target called `name`: with the writer's
+    host and pid, or (files written before they carried them) mkstemp's 8 random characters alone."""
+    return re.compile(rf"\.{re.escape(name)}\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.)?[a-z0-9_]{{8}}\.tmp")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path | str, now: float | None = None) -> list[Path]:
+    """Delete the temporary files that interrupted `write_atomically` calls left for target `path` (a kill
+    between writing and renaming leaves one; a FIM artefact's can be hundreds of MB). Only names of
+    exactly `_temporary_name`'s form for this target are candidates, and only stale ones go: written on
+    this machine by a process that no longer runs, or untouched for `STALE_SECONDS` (written elsewhere,
+    or before names carried the writer). Returns what was deleted."""
+    path = Path(path)
+    pattern, now = _temporary_name(path.name), time.time() if now is None else now
+    removed = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match is None or not candidate.is_file() or candidate.is_symlink():
+            continue
+        mine = match["pid"] is not None and match["host"] == _HOST
+        if mine and int(match["pid"]) == os.getpid():
+            continue  # this process's own write of the same target (another thread): not stale
+        try:
+            stale = (mine and not _running(int(match["pid"]))) or now - candidate.stat().st_mtime > STALE_SECONDS
+            if stale:
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:  # gone meanwhile, or not ours to delete
+            continue
+    return removed
+
+
+def remove_stale_temporaries_in(folder: Path | str) -> list[Path]:
+    """`remove_stale_temporaries` for every target whose temporary files are in `folder` (a job resuming
+    there: its targets are not all written again)."""
+    names = set()
+    for candidate in Path(folder).glob(".*.tmp"):
+        match = re.fullmatch(r"\.(.+?)\.(?:[A-Za-z0-9-]+-\d+\.)?[a-z0-9_]{8}\.tmp", candidate.name)
+        if match:
+            names.add(match[1])
+    return [removed for name in sorted(names) for removed in remove_stale_temporaries(Path(folder) / name)]
+
+
 def write_atomically(path: Path | str, write: Callable, mode: str = "wb") -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`. Temporary files
+    of earlier writes of `path` that were killed before renaming are deleted first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's private 0600 is not what a saved result should have
         with os.fdopen(fd, mode) as f:

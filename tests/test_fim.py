@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dltutorials_is.fim import driver as fim
-from dltutorials_is.io import fingerprint
+from dltutorials_is.io import _HOST, fingerprint
 from dltutorials_is.sampling import variance
 from dltutorials_is.sampling.samplers import ImportanceSampler
 
@@ -164,6 +164,7 @@ def test_sigkill_then_resume_gives_the_same_artefact_without_redoing_shards(tmp_
     recomputed = {int(line) for line in trace.read_text().split()}
     assert not finished & recomputed
     assert finished | recomputed == set(range(40))
+    assert not parts.exists() and not list(tmp_path.glob(".*.tmp"))  # nothing of the killed run is left
 
     _mine(ToyLogisticSpec(n=40), tmp_path / "straight.pkl", n_jobs=1, shard_size=2)
     assert _content(out) == _content(tmp_path / "straight.pkl")
@@ -290,6 +291,38 @@ def test_the_fim_report_warns_once_when_the_papers_p_is_uniform():
     assert "displacement (bound" in warnings[0] and "grad0" not in warnings[0]
     scores["w"]["norm"] = 1 + rng.rand(n)
     assert "warning" not in fim.report(result, {"eps": 0.05, "bases": ["w"]}, title="FIM")
+
+
+class BrokenSpec(ToyLogisticSpec):
+    def config(self):
+        return {**super().config(), "broken": True}  # a run key of its own: no worker has it compiled
+
+    def build(self):
+        raise RuntimeError("cannot compile")
+
+
+def test_no_shard_folder_is_left_by_a_run_that_did_no_work(tmp_path):
+    out = tmp_path / "out" / "p.pkl"
+    with pytest.raises(fim.FIMError, match="n_jobs 0 runs nothing"):
+        _mine(ToyLogisticSpec(), out, n_jobs=0)
+    with pytest.raises(RuntimeError, match="cannot compile"):
+        _mine(BrokenSpec(), out, n_jobs=1)
+    assert not (tmp_path / "out" / "p.pkl.parts").exists() and not out.exists()
+
+
+def test_leftover_temporaries_in_the_shard_folder_do_not_stop_the_run(tmp_path):
+    """A kill while a shard was being written leaves `.shard-….pkl.<host>-<pid>.<random>.tmp` in the
+    shard folder; resuming removes it (its writer is dead), and the folder goes when FIM is done."""
+    out, parts = tmp_path / "p.pkl", tmp_path / "p.pkl.parts"
+    parts.mkdir()
+    (parts / "run_key").write_text(fim._run_key(ToyLogisticSpec()))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = parts / f".shard-000002.pkl.{_HOST}-{dead.pid}.q1w2e3r4.tmp"
+    leftover.write_bytes(b"half a shard")
+    _mine(ToyLogisticSpec(), out, n_jobs=1, shard_size=5)
+    assert out.exists() and not parts.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pkl"]
 
 
 def test_matrix_norms():

@@ -1,12 +1,29 @@
-"""dltutorials_is.io: pickles read from files nobody vouches for."""
+"""dltutorials_is.io: pickles read from files nobody vouches for; leftovers of interrupted atomic writes."""
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dltutorials_is.io import NUMPY_GLOBALS, PickleRefused, check_pickles, load_pickles
+from dltutorials_is.io import (
+    _HOST,
+    NUMPY_GLOBALS,
+    STALE_SECONDS,
+    PickleRefused,
+    atomic_pickle,
+    atomic_write_text,
+    check_pickles,
+    load_pickles,
+    remove_stale_temporaries_in,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 PLAIN = ([[2, 3, 300, 70000, 2**40]], [0, 1], {"a": 1.5, "é": None, 3: (True, False)}, "x" * 300, -7)
 
@@ -62,3 +79,51 @@ def test_check_pickles_returns_the_end_of_the_last_pickle():
     assert check_pickles(first + second + b"junk", count=2) == len(first) + len(second)
     with pytest.raises(PickleRefused, match="pickle 2 of 2"):
         check_pickles(first, count=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporary files of interrupted atomic writes
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_temporaries_of_the_target_go_at_its_next_write_and_nothing_else(tmp_path):
+    target = tmp_path / "model.npz"
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [tmp_path / f".model.npz.{_HOST}-{dead}.a1b2c3d4.tmp",  # killed writer on this machine
+             tmp_path / ".model.npz.k3j_x9q0.tmp"]  # written before names carried the writer, and old
+    kept = [tmp_path / f".model.npz.{_HOST}-{alive}.zzzzzzzz.tmp",  # a writer that still runs
+            tmp_path / ".model.npz.fresh123.tmp",  # old-style name but recent: maybe being written
+            tmp_path / f".model.npz.otherhost-{dead}.abcdefgh.tmp",  # another machine's, recent
+            tmp_path / f".model.npz.extra.{_HOST}-{dead}.abcdefgh.tmp",  # a temporary of target model.npz.extra
+            tmp_path / f".other.npz.{_HOST}-{dead}.abcdefgh.tmp",  # another target's
+            tmp_path / ".model.npz.tmp", tmp_path / "model.npz.tmp", tmp_path / ".model.npz.ABCDEFGH.tmp",
+            tmp_path / f".model.npz.{_HOST}-{dead}.a1b2c3d4.tmp.keep"]
+    for path in stale + kept:
+        path.write_text("x")
+    old = time.time() - 2 * STALE_SECONDS
+    os.utime(stale[1], (old, old))
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [p.name for p in kept])
+
+
+def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "big.pkl"
+    script = ("import os, sys; from dltutorials_is.io import write_atomically\n"
+              f"write_atomically({str(target)!r}, lambda f: (f.write(b'x' * 1000), f.flush(), os._exit(9)))")
+    assert subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 9
+    (leftover,) = tmp_path.glob(".big.pkl.*.tmp")
+    assert leftover.stat().st_size == 1000 and not target.exists()
+    atomic_pickle({"a": 1}, target)
+    assert list(tmp_path.iterdir()) == [target]
+    # A resuming job that does not write that target again cleans its folder's leftovers too.
+    subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert [p.name for p in remove_stale_temporaries_in(tmp_path)][0].startswith(".big.pkl.")
+    assert list(tmp_path.iterdir()) == [target]

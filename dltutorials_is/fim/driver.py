@@ -27,6 +27,7 @@ crash, and assembles one artefact that `load_importance` reads back and verifies
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -50,6 +51,7 @@ from dltutorials_is.io import (
     check_writable_dir,
     fingerprint,
     load_pickles,
+    remove_stale_temporaries_in,
 )
 from dltutorials_is.sampling.samplers import format_p_summary, uniform_p_warning
 
@@ -282,6 +284,9 @@ def mine(
     """
     if spec.n_samples <= 0:
         raise FIMError("the training set is empty")
+    if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
+        raise FIMError(f"n_jobs {n_jobs!r} runs nothing: give a number of workers (1, 2, …) or -1 for all cores "
+                       "(-2 all but one, …)")
     if pilot is not None:
         return _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, log)
     if out_path is None:
@@ -326,8 +331,8 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
     shard_indices = [np.arange(k * shard_size, min(n, (k + 1) * shard_size)) for k in range(n_shards)]
     runs, seconds = _load_finished_shards(parts, run_key, n_shards, n, log)
     todo = [k for k in range(n_shards) if any(int(i) not in runs for i in shard_indices[k])]
-    parts.mkdir(exist_ok=True)
-    atomic_write_text(parts / "run_key", run_key)
+    if parts.exists():
+        remove_stale_temporaries_in(parts)  # shards a killed run was writing
     if len(todo) < n_shards:
         log(f"resuming FIM: {n_shards - len(todo)} of {n_shards} shards already done in {parts}")
 
@@ -335,6 +340,9 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
         for idx, chunk_runs, secs in pool(n_jobs, backend, "generator_unordered")(
             delayed(_run_chunk)(spec, run_key, shard_indices[k]) for k in todo
         ):
+            if not (parts / "run_key").exists():  # made when the first shard is done, not before
+                parts.mkdir(exist_ok=True)
+                atomic_write_text(parts / "run_key", run_key)
             shard = idx[0] // shard_size
             atomic_pickle(
                 {"run_key": run_key, "shard": shard, "indices": idx, "runs": chunk_runs, "seconds": secs},
@@ -352,9 +360,12 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
 
 
 def _remove_shards(parts: Path) -> None:
+    if not parts.exists():
+        return
     for leftover in (*parts.glob("shard-*.pkl"), parts / "run_key"):
         leftover.unlink(missing_ok=True)
-    if parts.exists():
+    remove_stale_temporaries_in(parts)  # of shard writes a kill interrupted
+    with contextlib.suppress(OSError):  # not empty: something else is in there; leave it (and the folder)
         parts.rmdir()
 
 

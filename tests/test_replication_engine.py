@@ -201,6 +201,18 @@ def captured_fim_spec(monkeypatch):
     return seen
 
 
+def mined_and_prepared(backend, spec, workdir, captured):
+    """The spec FIM would mine with for `spec`, the model a run of `spec` starts from, and its W(0),
+    after checking the two W(0) are the same arrays."""
+    with pytest.raises(Captured):
+        backend.mine_importance(spec, workdir)
+    mined = captured["spec"]
+    model = backend.prepare(spec, np.random.RandomState(spec.seed)).model
+    w0 = model.get_params()
+    assert_same_params(mined.params, w0)
+    return mined, model, w0
+
+
 # `prepare` reuses the model compiled for the grid runs above (the backends cache it per process).
 
 
@@ -208,13 +220,7 @@ def test_rnnrbm_fim_starts_from_the_runs_w0(captured_fim_spec, tmp_path):
     backend = TinyRnnRbmBackend()
     spec = RunSpec("fig6", "is-paper", seed=11, batch_size=20, step_size=0.01, epochs=1, train_subset=2,
                    subset_mode="first")
-    with pytest.raises(Captured):
-        backend.mine_importance(spec, tmp_path)
-    mined = captured_fim_spec["spec"]
-    model = backend.prepare(spec, np.random.RandomState(spec.seed)).model
-
-    w0 = model.get_params()
-    assert_same_params(mined.params, w0)
+    mined, model, w0 = mined_and_prepared(backend, spec, tmp_path, captured_fim_spec)
     assert mined.init_fingerprint == fim_rnnrbm.init_fingerprint(w0)
     assert mined.model_config == backend.config(spec)  # the private model's sizes, k and seed
     assert mined.n_samples == model.n_train
@@ -228,13 +234,7 @@ def test_rnnrbm_fim_starts_from_the_runs_w0(captured_fim_spec, tmp_path):
 def test_lstm_fim_starts_from_the_runs_w0(imdb_dir, captured_fim_spec, tmp_path):
     backend = TinyLstmBackend(imdb_dir)
     spec = RunSpec("fig4", "is-paper", seed=9, batch_size=4, step_size=0.5, epochs=1)
-    with pytest.raises(Captured):
-        backend.mine_importance(spec, tmp_path)
-    mined = captured_fim_spec["spec"]
-    model = backend.prepare(spec, np.random.RandomState(spec.seed)).model
-
-    w0 = model.get_params()
-    assert_same_params(mined.params, w0)
+    mined, model, w0 = mined_and_prepared(backend, spec, tmp_path, captured_fim_spec)
     assert mined.init_fingerprint == fim_lstm.init_fingerprint(w0)
     assert mined.n_samples == model.n_train == N_LSTM_TRAIN
     for i in range(model.n_train):

@@ -118,6 +118,35 @@ class ScoreTracker:
         }
 
 
+def private_run(step: Callable[[], tuple[float, dict]], w0_bases: dict, final_bases: Callable[[], dict], eps: float,
+                max_iters: int, norm: str, extra_scores: Callable[[dict], dict] | None = None) -> PrivateRun:
+    """Algorithm 2's inner loop for one sample, shared by the plug-ins.
+
+    `step()` takes one private SGD step and returns its loss and the gradient of every base in
+    `w0_bases` (the base matrices of W(0)); steps run until one's loss is < eps, or `max_iters` steps.
+    Scores come from the trackers and `final_bases()` (the base matrices then); `extra_scores(final)`
+    may replace some. A non-finite loss makes every score NaN.
+    """
+    trackers = {b: ScoreTracker(w0, norm) for b, w0 in w0_bases.items()}
+    loss, steps = np.inf, 0
+    while steps < max_iters:
+        loss, grads = step()
+        steps += 1
+        for b, tracker in trackers.items():
+            tracker.step(grads[b])
+        if not np.isfinite(loss) or loss < eps:
+            break
+    final = final_bases()
+    scores = {}
+    for b, tracker in trackers.items():
+        scores.update(tracker.finish(final[b], b))
+    if extra_scores is not None:
+        scores.update(extra_scores(final))
+    if not np.isfinite(loss):
+        scores = {key: float("nan") for key in scores}
+    return PrivateRun(iterations=steps, loss=float(loss), converged=bool(loss < eps), scores=scores)
+
+
 def check_private_run_options(norm, bases, known_bases, eps, lr, max_iters) -> None:
     """Refuse private-training settings a plug-in cannot honour, before any worker starts."""
     if norm not in NORM_KINDS:

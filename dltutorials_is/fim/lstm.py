@@ -173,24 +173,10 @@ class _PrivateTrainer:
         spec = self.spec
         self.start(i, spec.dropout_seed(i))
         w0 = self.base_values_at_start()
-        trackers = {b: fim.ScoreTracker(w0[b], spec.norm) for b in spec.bases}
-        loss, steps = np.inf, 0
-        while steps < spec.max_iters:
-            loss, grads = self.step()
-            steps += 1
-            for b in spec.bases:
-                trackers[b].step(grads[b])
-            if not np.isfinite(loss) or loss < spec.eps:
-                break
-        final = self.base_values_now()
-        scores = {}
-        for b in spec.bases:
-            scores.update(trackers[b].finish(final[b], b))
-        if "Wemb" in spec.bases:
-            scores[("Wemb", "norm")] = self.embedding_norm(final["Wemb"])
-        if not np.isfinite(loss):
-            scores = {k: float("nan") for k in scores}
-        return fim.PrivateRun(iterations=steps, loss=float(loss), converged=bool(loss < spec.eps), scores=scores)
+        embedding_norm = (lambda final: {("Wemb", "norm"): self.embedding_norm(final["Wemb"])}) \
+            if "Wemb" in spec.bases else None
+        return fim.private_run(self.step, {b: w0[b] for b in spec.bases}, self.base_values_now, spec.eps,
+                               spec.max_iters, spec.norm, embedding_norm)
 
     def bases_of(self, p: dict) -> dict:
         """The base matrices inside parameter values `p` (keyed like the tutorial's)."""

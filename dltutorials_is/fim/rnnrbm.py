@@ -126,23 +126,13 @@ class PrivateTrainer:
         model.set_params(spec.params)
         model.use_data([spec.chunk(i)])
         reseed_first_streams(model.srng, spec.gibbs_seed(i), self.n_random)
-        trackers = {b: fim.ScoreTracker(spec.params[b], spec.norm) for b in spec.bases}
-        loss, steps = np.inf, 0
-        while steps < spec.max_iters:
-            step, grads = model.train_step_with_gradients([0], self.one)
-            loss = -step.monitor if step.finite else np.nan
-            steps += 1
-            for b in spec.bases:
-                trackers[b].step(grads[b])
-            if not np.isfinite(loss) or loss < spec.eps:
-                break
-        scores = {}
-        params = model.get_params()
-        for b in spec.bases:
-            scores.update(trackers[b].finish(params[b], b))
-        if not np.isfinite(loss):
-            scores = {key: float("nan") for key in scores}
-        return fim.PrivateRun(iterations=steps, loss=loss, converged=bool(loss < spec.eps), scores=scores)
+
+        def step():
+            result, grads = model.train_step_with_gradients([0], self.one)
+            return (-result.monitor if result.finite else np.nan), grads
+
+        return fim.private_run(step, {b: spec.params[b] for b in spec.bases}, model.get_params, spec.eps,
+                               spec.max_iters, spec.norm)
 
 
 def load_or_mine_rnnrbm_importance(path, train_songs, initial_params: dict, config, score: str | None = None,

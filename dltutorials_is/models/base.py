@@ -87,11 +87,6 @@ class ModelStateError(UserError, ValueError):
     """A saved state or parameter set that does not fit this model; the message says why."""
 
 
-def all_finite(arrays) -> bool:
-    """Every value of the arrays (an iterable) is finite."""
-    return all(np.isfinite(a).all() for a in arrays)
-
-
 def stream_states(srng) -> list[np.ndarray]:
     """Copies of every sub-stream state of an MRG random stream, in creation order."""
     return [state.get_value() for state, *_ in srng.state_updates]

@@ -18,7 +18,8 @@ import aesara.tensor as at
 
 from dltutorials_is.datasets.imdb import prepare_data
 from dltutorials_is.graphs import lstm as graph
-from dltutorials_is.models.base import ModelStateError, StepResult, all_finite, set_stream_states, stream_states
+from dltutorials_is.io import non_finite
+from dltutorials_is.models.base import ModelStateError, StepResult, set_stream_states, stream_states
 from dltutorials_is.optimisers import get_optimiser
 
 Split = tuple[list, list]
@@ -92,7 +93,7 @@ class LstmModel:
         if not np.isfinite(cost):
             return StepResult(float(cost), applied=False)
         self.optimiser.f_update(self.lrate)
-        finite = not self.check_finite or all_finite(p.get_value(borrow=True) for p in self.tparams.values())
+        finite = not self.check_finite or not non_finite({n: p.get_value(borrow=True) for n, p in self.tparams.items()})
         return StepResult(float(cost), params_finite=finite)
 
     def last_gradients(self) -> OrderedDict:

@@ -19,7 +19,8 @@ import aesara
 import aesara.tensor as at
 
 from dltutorials_is.graphs import rnnrbm as graph
-from dltutorials_is.models.base import ModelStateError, StepResult, all_finite, set_stream_states, stream_states
+from dltutorials_is.io import non_finite
+from dltutorials_is.models.base import ModelStateError, StepResult, set_stream_states, stream_states
 
 #: A chunk's cross-entropy (nats per frame) counts at most this much: a visible unit whose sigmoid
 #: saturates to exactly 0 or 1 makes the tutorial's monitor log 0 = -inf; ~40 is already extreme for 88 keys.
@@ -178,7 +179,7 @@ class RnnRbmModel:
             raise ValueError(f"an RNN-RBM update trains on one chunk (footnote 5), got {len(indices)}")
         before = {name: p.get_value() for name, p in self.params.items()}
         cost, monitor, *grads = function(self.chunks[int(indices[0])], np.asarray(weights[0], dtype=self.config.floatX))
-        params_finite = all_finite(p.get_value(borrow=True) for p in self.params.values())
+        params_finite = not non_finite({n: p.get_value(borrow=True) for n, p in self.params.items()})
         applied = bool(np.isfinite(cost)) and params_finite
         if not applied:
             self.set_params(before)

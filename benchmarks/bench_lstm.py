@@ -1,30 +1,33 @@
-"""Seconds per update and per epoch, and peak memory, of the LSTM training step: our port vs the original.
+"""The LSTM training step, ours against the original tutorial's, side by side on the same minibatches.
 
-The step is the tutorial's defaults (dim_proj 128, batch 16, n_words 10000, adadelta, dropout):
-one `f_grad_shared(x, mask, y[, weights])` plus one `f_update(lr)`, on real IMDB minibatches.
-Every (graph, protocol, floatX, BLAS) runs in its own subprocess, so peak memory
-(`ru_maxrss`) is that configuration's alone:
+Steps (the tutorial's defaults: dim_proj 128, batch 16, n_words 10000, adadelta, dropout on), each the
+whole update as a training loop runs it, minibatch preparation included:
 
-* protocol `tutorial`: the tutorial's training set (reviews shorter than maxlen 100, ~2,000 of them);
-* protocol `paper`: Wang et al.'s, the 25,000 official test reviews as training set, full length.
+* `original`: the tutorial's own lstm.py (`prepare_data`, `f_grad_shared`, `f_update`), read from
+  `--original` (default `../shared/originals`) and run unmodified through `tools/original_shim`;
+* `fast`: our default step (`LstmModel(graph="fast")`: packed minibatches, the C recurrence);
+* `tutorial`: our port of the original's scan graph (`--graph tutorial`), with `--steps`.
 
-A run times `--updates` minibatches drawn from a shuffled epoch (the same ones for both graphs),
-`--repeats` times; seconds per update is the median over repeats. Seconds per epoch is
-*extrapolated*: the timed batches' seconds scaled by the epoch's padded time steps over theirs.
+For each (protocol, floatX) one worker process builds the steps and times them in turns on every
+minibatch (the order alternates from one minibatch to the next), `--repeats` times; a ratio is
+ours / original over the same minibatches in the same repeat, and the median over repeats is printed,
+so machine load that comes and goes hits both sides alike. Seconds per epoch are extrapolated from
+the timed minibatches: by padded steps for the scan graphs, by tokens for the packed one.
+Peak memory (ru_maxrss) comes from one more process per step, which runs the epoch's
+`--memory-batches` largest minibatches alone.
 
-The original graph is the tutorial's own `lstm.py` and `imdb.py`, read from a git clone of the
-tutorials (`--original-git-dir`, e.g. `.../DeepLearningTutorials/.git`) into a temporary folder and run
-through `tools/original_shim` under Aesara; they are never copied into this repository.
+The IS row times our step on `--updates` minibatches drawn by the importance sampler (P: FIM's
+artefact when `--importance` names one, else P ∝ a random positive score) and by the uniform sampler,
+in turns, and prints the ratio per token (IS draws other reviews, so other lengths) and per update.
 
-    python benchmarks/bench_lstm.py --original-git-dir ~/src/DeepLearningTutorials/.git
-    python benchmarks/bench_lstm.py --graphs port --protocols tutorial --floatX float32 --blas default mkl-1
+    python benchmarks/bench_lstm.py                                  # every row, ~15 min
+    python benchmarks/bench_lstm.py --protocols paper --floatX float64 --updates 10 --repeats 3
 """
 
 import argparse
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -32,10 +35,10 @@ import time
 
 import numpy as np
 
-USER_ENVIRONMENT = dict(os.environ)  # before dltutorials_is adds its BLAS choice to AESARA_FLAGS
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # run from a checkout
 SHIM = os.path.join(REPO_ROOT, "tools", "original_shim")
+DEFAULT_ORIGINAL = os.path.join(os.path.dirname(REPO_ROOT), "shared", "originals")
 OPTIONS = dict(dim_proj=128, batch_size=16, n_words=10000, maxlen=100, use_dropout=True, encoder="lstm", ydim=2)
 SEED = 123
 
@@ -53,193 +56,207 @@ def load_training_set(protocol, data_dir):
     return train
 
 
-def port_step(floatX):
-    """``(update(x, mask, y), seconds to build and compile)`` for our port's training step: the
-    model's own compiled pair, fed the same prepared minibatches as the original's."""
-    from dltutorials_is.graphs.lstm import floatx
+def port_step(train, graph):
+    """`update(indices)`: our model's training step, the graph named by `graph`."""
     from dltutorials_is.models.lstm import LstmModel
 
-    start = time.perf_counter()
-    model = LstmModel(dict(OPTIONS, optimizer="adadelta"), ([], []), SEED)
-    f_grad_shared, f_update = model.optimiser.f_grad_shared, model.optimiser.f_update
-    model.graph.use_noise.set_value(floatx(1.0))
-
-    def update(x, mask, y):
-        cost = f_grad_shared(x, mask, y, np.ones(len(y), dtype=floatX))
-        f_update(floatx(0.0001))
-        return cost
-
-    return update, time.perf_counter() - start
+    model = LstmModel(dict(OPTIONS, optimizer="adadelta", graph=graph), train, SEED)
+    model.optimiser  # compile now
+    return lambda indices: model.train_step(indices, np.ones(len(indices))).cost
 
 
-def original_step(floatX, git_dir):
-    """The same for the tutorial's own graph: its lstm.py/imdb.py from ``git_dir``, via the shim."""
-    with tempfile.TemporaryDirectory(prefix="original_lstm_") as source:
+def original_step(train, source):
+    """`update(indices)` of the tutorial's own lstm.py from folder `source`, via the shim."""
+    with tempfile.TemporaryDirectory(prefix="original_lstm_") as copy:
         for name in ("lstm.py", "imdb.py"):
-            text = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"HEAD:code/{name}"],
-                                  check=True, capture_output=True, text=True).stdout
-            with open(os.path.join(source, name), "w") as f:
-                f.write(text)
-        sys.path[:0] = [source, SHIM, os.path.join(SHIM, "fallback")]
+            with open(os.path.join(source, name)) as original, open(os.path.join(copy, name), "w") as f:
+                f.write(original.read())
+        sys.path[:0] = [copy, SHIM, os.path.join(SHIM, "fallback")]
         import lstm as original  # the temporary copy, which imports its imdb.py and the shim's theano
+        from imdb import prepare_data
     import theano.tensor as tensor
 
-    start = time.perf_counter()
     tparams = original.init_tparams(original.init_params(dict(OPTIONS)))
     use_noise, x, mask, y, _, _, cost = original.build_model(tparams, dict(OPTIONS))
     grads = tensor.grad(cost, wrt=list(tparams.values()))
     f_grad_shared, f_update = original.adadelta(tensor.scalar(name="lr"), tparams, grads, x, mask, y, cost)
     use_noise.set_value(original.numpy_floatX(1.0))
 
-    def update(x, mask, y):
+    def update(indices):
+        x, mask, y = prepare_data([train[0][t] for t in indices], [train[1][t] for t in indices])
         cost = f_grad_shared(x, mask, y)
         f_update(0.0001)
         return cost
 
-    return update, time.perf_counter() - start
+    return update
 
 
-def run_worker(args):
-    """Time one configuration (set by the caller through AESARA_FLAGS); print one JSON line."""
-    from dltutorials_is import backend  # first: it configures Aesara's BLAS before Aesara is imported
-    from dltutorials_is.datasets.imdb import prepare_data
+def build_step(name, train, args):
+    return original_step(train, args.original) if name == "original" else port_step(train, name)
 
-    import aesara
 
-    floatX = aesara.config.floatX
-    start = time.perf_counter()
-    train = load_training_set(args.protocol, args.data_dir)
-    load_seconds, rss_after_load = time.perf_counter() - start, peak_rss_mb()
-    if args.graph == "port":
-        update, compile_seconds = port_step(floatX)
-    else:
-        update, compile_seconds = original_step(floatX, args.original_git_dir)
-
+def epoch_batches(train):
     order = np.random.RandomState(SEED).permutation(len(train[0]))
-    batches = [order[i:i + OPTIONS["batch_size"]] for i in range(0, len(order), OPTIONS["batch_size"])]
-    minibatches = [prepare_data([train[0][t] for t in index], [train[1][t] for t in index])
-                   for index in batches[:args.updates + 1]]
-    epoch_steps = sum(max(len(train[0][t]) for t in index) for index in batches)
-    timed_steps = sum(x.shape[0] for x, _, _ in minibatches[1:])
-
-    update(*minibatches[0])  # the first call allocates scan's buffers
-    wall, cpu = [], []
-    for _ in range(args.repeats):
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        costs = [update(*minibatch) for minibatch in minibatches[1:]]
-        wall.append(time.perf_counter() - start_wall)
-        cpu.append(time.process_time() - start_cpu)
-    if not np.all(np.isfinite(costs)):
-        raise SystemExit(f"non-finite cost during the benchmark: {costs}")
-    seconds = float(np.median(wall))
-    print(json.dumps(dict(
-        blas=backend.describe(), n_train=len(train[0]), updates_per_epoch=len(batches),
-        mean_steps_timed=timed_steps / args.updates, mean_steps_epoch=epoch_steps / len(batches),
-        seconds_per_update=seconds / args.updates, cpu_seconds_per_update=float(np.median(cpu)) / args.updates,
-        min_seconds_per_update=float(min(wall)) / args.updates,
-        seconds_per_epoch=seconds * epoch_steps / timed_steps,
-        cpu_seconds_per_epoch=float(np.median(cpu)) * epoch_steps / timed_steps, load_seconds=load_seconds,
-        compile_seconds=compile_seconds, rss_after_load_mb=rss_after_load, peak_rss_mb=peak_rss_mb(),
-    )), flush=True)
+    return [order[i:i + OPTIONS["batch_size"]] for i in range(0, len(order), OPTIONS["batch_size"])]
 
 
-def run_configuration(graph, protocol, floatX, blas_name, args):
-    """One worker subprocess; returns its result dict, or one with an ``error``."""
-    from bench_blas import setups
+def work_of(step, train, batches):
+    """What a step's time grows with: tokens for the packed graph, padded steps × rows for scan graphs."""
+    lengths = [np.array([len(train[0][t]) for t in b]) for b in batches]
+    return sum(int(l.sum()) if step == "fast" else int(l.max()) * len(l) for l in lengths)
 
-    from dltutorials_is.backend import parse_aesara_flags
 
-    ldflags, extra_env = setups()[blas_name] if blas_name != "auto" else (None, {})
-    env = dict(USER_ENVIRONMENT, **extra_env)
-    flags = parse_aesara_flags(env.get("AESARA_FLAGS", ""))
-    flags["floatX"] = floatX
-    if ldflags is not None:
-        flags["blas__ldflags"] = ldflags
-    env["AESARA_FLAGS"] = ",".join(f"{key}={shlex.quote(value)}" for key, value in flags.items())
-    command = [sys.executable, os.path.abspath(__file__), "--worker", "--graph", graph, "--protocol", protocol,
-               "--updates", str(args.updates), "--repeats", str(args.repeats)]
+def time_in_turns(steps: dict, batches_of: dict, repeats: int) -> dict:
+    """Seconds per repeat of each step over its minibatches, the steps taking turns minibatch by minibatch."""
+    names = list(steps)
+    seconds = {name: [] for name in names}
+    for name in names:
+        steps[name](batches_of[name][0])  # warm-up: first calls allocate
+    for _ in range(repeats):
+        totals = dict.fromkeys(names, 0.0)
+        for k in range(len(batches_of[names[0]])):
+            for name in names if k % 2 == 0 else names[::-1]:
+                start = time.perf_counter()
+                cost = steps[name](batches_of[name][k])
+                totals[name] += time.perf_counter() - start
+                if not np.isfinite(cost):
+                    raise SystemExit(f"{name}: non-finite cost during the benchmark")
+        for name in names:
+            seconds[name].append(totals[name])
+    return seconds
+
+
+def run_speed_worker(args):
+    """Time the steps on the same minibatches, in turns; print one JSON line."""
+    import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS)
+
+    train = load_training_set(args.protocol, args.data_dir)
+    batches = epoch_batches(train)
+    timed = batches[:args.updates] if args.updates else batches
+    steps = {name: build_step(name, train, args) for name in args.steps}
+    seconds = time_in_turns(steps, {name: timed for name in steps}, args.repeats)
+    result = {"updates": len(timed), "updates_per_epoch": len(batches)}
+    for name, values in seconds.items():
+        per_epoch = work_of(name, train, batches) / work_of(name, train, timed)
+        result[name] = {"seconds_per_update": float(np.median(values)) / len(timed),
+                        "seconds_per_epoch": float(np.median(values)) * per_epoch,
+                        "ratio": float(np.median(np.array(values) / np.array(seconds["original"])))
+                        if "original" in seconds else None,
+                        "epoch_ratio": None}
+    if "original" in seconds:
+        for name in seconds:
+            result[name]["epoch_ratio"] = result[name]["seconds_per_epoch"] / result["original"]["seconds_per_epoch"]
+    print(json.dumps(result), flush=True)
+
+
+def run_memory_worker(args):
+    """Peak memory of one step over the epoch's largest minibatches; print one JSON line."""
+    import dltutorials_is  # noqa: F401
+
+    train = load_training_set(args.protocol, args.data_dir)
+    batches = sorted(epoch_batches(train), key=lambda b: -max(len(train[0][t]) for t in b))
+    step = build_step(args.steps[0], train, args)
+    before = peak_rss_mb()
+    for indices in batches[:args.memory_batches]:
+        step(indices)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}), flush=True)
+
+
+def importance_p(n, args):
+    if args.importance:
+        from dltutorials_is.fim.driver import read_artefact
+        return np.asarray(read_artefact(args.importance)["p"], dtype="float64")
+    score = np.random.RandomState(1).lognormal(sigma=0.5, size=n)
+    return score / score.sum()
+
+
+def run_sampler_worker(args):
+    """Our step on importance-sampled vs uniformly sampled minibatches, in turns; print one JSON line."""
+    import dltutorials_is  # noqa: F401
+    from dltutorials_is.models.lstm import LstmModel
+    from dltutorials_is.sampling.samplers import make_sampler
+
+    train = load_training_set(args.protocol, args.data_dir)
+    n = len(train[0])
+    model = LstmModel(dict(OPTIONS, optimizer="adadelta"), train, SEED)
+    model.optimiser
+    draws = {}
+    for kind, p in (("uniform", None), ("importance", importance_p(n, args))):
+        sampler = make_sampler(kind, n, OPTIONS["batch_size"], p)
+        draws[kind] = list(sampler.epoch(np.random.RandomState(SEED)))[:args.updates]
+    steps = {kind: (lambda draw: model.train_step(*draw).cost) for kind in draws}
+    seconds = time_in_turns(steps, draws, args.repeats)
+    tokens = {kind: sum(len(train[0][t]) for indices, _ in draws[kind] for t in indices) for kind in draws}
+    per_update = np.array(seconds["importance"]) / np.array(seconds["uniform"])
+    print(json.dumps({"per_update": float(np.median(per_update)),
+                      "per_token": float(np.median(per_update)) * tokens["uniform"] / tokens["importance"],
+                      "tokens": tokens}), flush=True)
+
+
+def worker(kind, protocol, floatX, steps, args) -> dict:
+    """One worker subprocess; returns its JSON result, or a dict with an `error`."""
+    env = dict(os.environ)
+    env["AESARA_FLAGS"] = ",".join(filter(None, [env.get("AESARA_FLAGS", ""), f"floatX={floatX}"]))
+    command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--protocol", protocol,
+               "--steps", *steps, "--updates", str(args.updates_of[protocol]), "--repeats", str(args.repeats),
+               "--memory-batches", str(args.memory_batches), "--original", args.original]
     command += ["--data-dir", args.data_dir] if args.data_dir else []
-    command += ["--original-git-dir", args.original_git_dir] if args.original_git_dir else []
-    load_before = os.getloadavg()[0]
+    command += ["--importance", args.importance] if args.importance else []
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["no message"])[-1]}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load"] = (load_before, os.getloadavg()[0])
-    return result
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--graphs", nargs="*", default=["port", "original"], choices=["port", "original"])
-    parser.add_argument("--protocols", nargs="*", default=["tutorial", "paper"], choices=["tutorial", "paper"])
+    parser.add_argument("--protocols", nargs="*", default=["paper", "tutorial"], choices=["tutorial", "paper"])
     parser.add_argument("--floatX", nargs="*", default=["float64", "float32"], choices=["float64", "float32"])
-    parser.add_argument("--blas", nargs="*", default=["auto"],
-                        help="'auto' (what dltutorials_is chooses) and/or set-up names of bench_blas.py")
-    parser.add_argument("--updates", type=int, default=20, help="minibatches per timed run")
-    parser.add_argument("--repeats", type=int, default=5, help="timed loops per run (the median is reported)")
-    parser.add_argument("--rounds", type=int, default=1, help="runs of every configuration, interleaved")
+    parser.add_argument("--steps", nargs="*", default=["original", "fast"], choices=["original", "fast", "tutorial"])
+    parser.add_argument("--updates", type=int, default=None,
+                        help="minibatches timed per repeat (default: 20 for the paper protocol, the whole epoch for "
+                             "the tutorial's; 0: the whole epoch)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the minibatches (median reported)")
+    parser.add_argument("--memory-batches", type=int, default=3, help="largest minibatches run for peak memory")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--no-sampler", action="store_true", help="skip the IS / uniform row")
+    parser.add_argument("--importance", help="FIM artefact whose P the IS row samples with (default: a random P)")
+    parser.add_argument("--original", default=DEFAULT_ORIGINAL, help="folder with the original lstm.py and imdb.py")
     parser.add_argument("--data-dir", help="folder holding imdb.pkl (default: the project's data folder)")
-    parser.add_argument("--original-git-dir", help="git directory of a DeepLearningTutorials clone")
-    # Used by the subprocesses only.
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--graph", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["speed", "memory", "sampler"], help=argparse.SUPPRESS)
     parser.add_argument("--protocol", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run_worker(args)
+        {"speed": run_speed_worker, "memory": run_memory_worker, "sampler": run_sampler_worker}[args.worker](args)
         return
-    graphs = args.graphs
-    if "original" in graphs and not args.original_git_dir:
-        print("original graph skipped: give --original-git-dir (a clone of the tutorials' repository)")
-        graphs = [graph for graph in graphs if graph != "original"]
+    args.updates_of = {"paper": 20, "tutorial": 0} if args.updates is None else dict.fromkeys(args.protocols, args.updates)
 
-    print(f"{args.updates} updates x {args.repeats} repeats per run, {args.rounds} round(s) of every configuration "
-          f"(order reversed every other round); load: 1-minute load average before/after a run, {os.cpu_count()} cores")
-    print(HEADER)
-    configurations = [(protocol, floatX, blas_name, graph) for protocol in args.protocols for floatX in args.floatX
-                      for blas_name in args.blas for graph in graphs]
-    results = {configuration: [] for configuration in configurations}
-    for round_number in range(args.rounds):
-        for configuration in configurations[::-1] if round_number % 2 else configurations:  # no fixed order
-            protocol, floatX, blas_name, graph = configuration
-            result = run_configuration(graph, protocol, floatX, blas_name, args)
-            print_row(configuration, result, f"run {round_number + 1}")
-            if "error" not in result:
-                results[configuration].append(result)
-    if args.rounds > 1:
-        print(f"\nmedians over the {args.rounds} rounds")
-        print(HEADER)
-        for configuration, runs in results.items():
-            if runs:
-                median = {key: float(np.median([run[key] for run in runs])) for key in MEDIAN_KEYS}
-                print_row(configuration, dict(runs[0], **median, load=(min(r["load"][0] for r in runs),
-                                                                         max(r["load"][1] for r in runs))), "median")
-    print("s/update: median wall time over the repeats ((min): the fastest); cpu: process CPU time, close to the\n"
-          "wall time an idle machine would take with a one-thread BLAS; s/epoch, cpu s/ep: extrapolated from them;\n"
-          "steps: mean padded length of the timed minibatches / of all the epoch's; peak MB: ru_maxrss of the run")
-
-
-HEADER = (f"{'protocol':<9}{'floatX':<8}{'BLAS':<17}{'graph':<9}{'':<7}{'s/update':>9}{'(min)':>8}{'cpu s/upd':>10}"
-          f"{'s/epoch':>9}{'cpu s/ep':>9}{'upd/epoch':>10}{'steps':>10}{'compile s':>10}{'peak MB':>8}{'load':>12}")
-MEDIAN_KEYS = ("seconds_per_update", "min_seconds_per_update", "cpu_seconds_per_update", "seconds_per_epoch",
-               "cpu_seconds_per_epoch", "compile_seconds", "peak_rss_mb")
-
-
-def print_row(configuration, r, label):
-    protocol, floatX, blas_name, graph = configuration
-    prefix = f"{protocol:<9}{floatX:<8}{blas_name:<17}{graph:<9}{label:<7}"
-    if "error" in r:
-        print(prefix + f"FAILED: {r['error']}", flush=True)
-        return
-    steps = f"{r['mean_steps_timed']:.0f}/{r['mean_steps_epoch']:.0f}"
-    print(prefix + f"{r['seconds_per_update']:9.4f}{r['min_seconds_per_update']:8.4f}"
-          f"{r['cpu_seconds_per_update']:10.4f}{r['seconds_per_epoch']:9.1f}"
-          f"{r['cpu_seconds_per_epoch']:9.1f}{r['updates_per_epoch']:10d}{steps:>10}"
-          f"{r['compile_seconds']:10.1f}{r['peak_rss_mb']:8.0f}"
-          f"{r['load'][0]:7.2f}/{r['load'][1]:.2f}", flush=True)
-    if label != "median":
-        print(f"{'':<50}BLAS in use: {r['blas']}", flush=True)
+    print(f"{args.repeats} repeats, steps in turns on the same minibatches; {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"{'protocol':<9}{'floatX':<8}{'step':<10}{'updates':>8}{'s/update':>10}{'s/epoch':>9}"
+          f"{'÷ original':>11}{'epoch ÷':>9}{'peak MB':>9}")
+    for protocol in args.protocols:
+        for floatX in args.floatX:
+            speed = worker("speed", protocol, floatX, args.steps, args)
+            if "error" in speed:
+                print(f"{protocol:<9}{floatX:<8}FAILED: {speed['error']}", flush=True)
+                continue
+            for step in args.steps:
+                memory = {} if args.no_memory else worker("memory", protocol, floatX, [step], args)
+                r = speed[step]
+                ratio = "" if r["ratio"] is None else f"{r['ratio']:11.3f}{r['epoch_ratio']:9.3f}"
+                print(f"{protocol:<9}{floatX:<8}{step:<10}{speed['updates']:8d}{r['seconds_per_update']:10.4f}"
+                      f"{r['seconds_per_epoch']:9.1f}{ratio:<20}{memory.get('peak_rss_mb', float('nan')):9.0f}",
+                      flush=True)
+            if not args.no_sampler and protocol == "paper":
+                sampled = worker("sampler", protocol, floatX, ["fast"], args)
+                print(f"{protocol:<9}{floatX:<8}IS ÷ uniform, our step: "
+                      + (f"FAILED: {sampled['error']}" if "error" in sampled else
+                         f"{sampled['per_token']:.3f} per token, {sampled['per_update']:.3f} per update "
+                         f"(tokens {sampled['tokens']})"), flush=True)
+    print("÷ original: median over repeats of (this step's seconds / the original's) on the same minibatches; "
+          "epoch ÷: the same for\nthe extrapolated epoch; peak MB: ru_maxrss of a process running the epoch's "
+          f"{args.memory_batches} largest minibatches with that step alone")
 
 
 if __name__ == "__main__":

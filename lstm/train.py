@@ -26,7 +26,7 @@ from dltutorials_is.flags import (
     positive_float,
     positive_int,
 )
-from dltutorials_is.graphs.lstm import ModelFileError
+from dltutorials_is.graphs.lstm import ENCODERS, ModelFileError
 from dltutorials_is.io import check_writable
 from dltutorials_is.loop import TrainingDiverged
 from dltutorials_is.optimisers import OPTIMISERS
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     hyper("--noise-std", "noise_std", type=non_negative_float, default=0.0, help="unused, as in the original")
     hyper("--reload-model", "reload_model", type=Path, default=None,
           help="path of a saved .npz model to start from")
+    hyper("--graph", "graph", choices=list(ENCODERS), default="fast",
+          help="fast: the tutorial's LSTM over packed minibatches, no padded step computed (the same numbers to "
+               "rounding); tutorial: the original's scan graph over padded minibatches")
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--sampler", choices=SAMPLERS, default=None,
@@ -96,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 HYPERPARAMETERS = (
     "dim_proj", "patience", "max_epochs", "dispFreq", "decay_c", "lrate", "n_words", "optimizer", "saveto",
     "validFreq", "saveFreq", "maxlen", "batch_size", "valid_batch_size", "noise_std", "use_dropout",
-    "reload_model", "test_size", "protocol", "data_dir", "seed", "sampler",
+    "reload_model", "test_size", "protocol", "data_dir", "seed", "sampler", "graph",
 )
 
 

@@ -106,14 +106,25 @@ def test_a_diverged_step_is_not_applied_and_stops_the_loop():
         np.testing.assert_array_equal(params[name], value, err_msg=name)  # the step was undone
 
 
-def test_every_weight_reaches_the_step_with_its_own_sample(monkeypatch):
+def words_by_column(graph: str, sequences) -> list:
+    """Each minibatch column's words, from the graph's layout (padded x and mask, or packed)."""
+    if graph == "tutorial":
+        x, mask = sequences
+        return [x[mask[:, column] > 0, column].tolist() for column in range(x.shape[1])]
+    tokens, _, owner, lengths = sequences
+    return [tokens[owner == column].tolist() for column in range(len(lengths))]
+
+
+@pytest.mark.parametrize("graph", ["fast", "tutorial"])
+def test_every_weight_reaches_the_step_with_its_own_sample(monkeypatch, graph):
     """Record what the compiled step is fed: each column's words, label and weight belong to one review."""
     fed = []
 
     def recording_optimiser(name):
         def build(lr, tparams, grads, inputs, cost):
-            def f_grad_shared(x, mask, y, weights):
-                fed.append((x.copy(), mask.copy(), np.asarray(y).copy(), weights.copy()))
+            def f_grad_shared(*arguments):
+                *sequences, y, weights = arguments
+                fed.append((words_by_column(graph, sequences), np.asarray(y).copy(), weights.copy()))
                 return np.asarray(0.5)
 
             return Optimiser(f_grad_shared, lambda lrate: None, [], [])
@@ -121,7 +132,7 @@ def test_every_weight_reaches_the_step_with_its_own_sample(monkeypatch):
         return build
 
     monkeypatch.setattr(lstm_models, "get_optimiser", recording_optimiser)
-    model = LstmModel(LSTM_OPTIONS, REVIEWS, seed=3)
+    model = LstmModel({**LSTM_OPTIONS, "graph": graph}, REVIEWS, seed=3)
     drawn = []
 
     class Record(Hook):
@@ -131,14 +142,13 @@ def test_every_weight_reaches_the_step_with_its_own_sample(monkeypatch):
     fit(model, ImportanceSampler(P, 4), np.random.RandomState(5), 3, [Record()])
     assert len(fed) == len(drawn) == 3 * 2  # ceil(6 / 4) updates per epoch
     n = len(P)
-    for (x, mask, y, weights), (indices, sampler_weights) in zip(fed, drawn):
+    for (words, y, weights), (indices, sampler_weights) in zip(fed, drawn):
         np.testing.assert_array_equal(weights, sampler_weights)
         for column, i in enumerate(indices):
-            words = x[mask[:, column] > 0, column]
-            assert words.tolist() == REVIEWS[0][i]
+            assert words[column] == REVIEWS[0][i]
             assert y[column] == REVIEWS[1][i]
             assert weights[column] == pytest.approx(1.0 / (n * P[i]), rel=1e-15)
-    assert len({float(w) for _, _, _, ws in fed for w in ws}) > 1  # the weights do differ
+    assert len({float(w) for _, _, ws in fed for w in ws}) > 1  # the weights do differ
 
 
 def test_score_tracker_on_a_hand_computed_two_step_run():

@@ -22,7 +22,6 @@ from dltutorials_is.fim.lstm import (
     load_or_mine_lstm_importance,
     train_fingerprint,
 )
-from dltutorials_is.fim.lstm_kernels import LSTMForward
 from dltutorials_is.graphs.lstm import dropout, init_params, random_stream
 from dltutorials_is.models.base import reseed_first_streams
 from dltutorials_is.tutorials.lstm import train_lstm
@@ -88,18 +87,6 @@ def test_partial_reseed_gives_the_masks_of_a_full_reseed():
         reseed_first_streams(partial, seed, 16)
         for _ in range(3):
             np.testing.assert_array_equal(f_full(ones), f_partial(ones))
-
-
-def test_c_kernels_match_their_numpy_reference():
-    xw, U, w = at.matrix(), at.matrix(), at.matrix()
-    hidden = LSTMForward()(xw, U)[0]
-    outputs = [hidden, *at.grad((hidden * w).sum(), [xw, U])]
-    f_c = aesara.function([xw, U, w], outputs)
-    f_py = aesara.function([xw, U, w], outputs, mode=aesara.compile.mode.Mode(linker="py", optimizer="fast_run"))
-    rng = np.random.RandomState(0)
-    args = [rng.randn(7, 4 * DIM), 0.5 * rng.randn(DIM, 4 * DIM), rng.randn(7, DIM)]
-    for c_value, py_value in zip(f_c(*args), f_py(*args)):
-        np.testing.assert_allclose(c_value, py_value, rtol=1e-12, atol=1e-14)
 
 
 def _content(path):

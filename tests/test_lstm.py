@@ -36,7 +36,7 @@ def sigmoid(z):
 # A tiny model, compiled once: forward pass, losses, weighted cost, gradients
 # ---------------------------------------------------------------------------------------------
 
-TINY = {"n_words": 7, "dim_proj": 3, "ydim": 2, "use_dropout": True, "decay_c": 0.25}
+TINY = {"n_words": 7, "dim_proj": 3, "ydim": 2, "use_dropout": True, "decay_c": 0.25, "graph": "tutorial"}
 
 
 def tiny_batch():

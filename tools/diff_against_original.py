@@ -187,11 +187,11 @@ def as_flags(settings: dict) -> list[str]:
     return flags
 
 
-def run_port(imdb_pkl: Path, settings: dict, work: Path, timeout: float) -> Run:
+def run_port(imdb_pkl: Path, settings: dict, work: Path, timeout: float, graph: str = "fast") -> Run:
     work.mkdir()
     command = [sys.executable, str(REPO_ROOT / "lstm" / "train.py"), *as_flags(settings),
                "--data-dir", str(imdb_pkl.parent), "--seed", "123", "--floatX", "float64",
-               "--protocol", "tutorial", "--sampler", "uniform"]
+               "--protocol", "tutorial", "--sampler", "uniform", "--graph", graph]
     env = dict(os.environ, PYTHONPATH=_python_path(REPO_ROOT))
     return _run("port", command, work, env, timeout)
 
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="NAME=VALUE",
                         help="a train_lstm keyword for both runs, e.g. --set dim_proj=16 (repeatable); "
                              f"defaults: {DEFAULT_SETTINGS}, the rest as in the original")
+    parser.add_argument("--graph", choices=("fast", "tutorial"), default="fast",
+                        help="the port's LSTM graph: fast (its default) or the tutorial's scan graph")
     parser.add_argument("--rtol", type=float, default=1e-6, help="largest relative difference allowed "
                         "(default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: %(default)s)")
@@ -394,7 +396,7 @@ def main_lstm(argv=None) -> int:
     args = parser.parse_args(argv)
     folder, git_dir = locate_original(args, parser, tuple(GIT_PATHS))
     settings = dict(DEFAULT_SETTINGS)
-    known = train_lstm_parameters() - {"protocol", "data_dir", "seed", "data_seed", "sampler", "p"}
+    known = train_lstm_parameters() - {"protocol", "data_dir", "seed", "data_seed", "sampler", "p", "graph"}
     for name, value in args.set:
         if name not in known:
             parser.error(f"--set {name}: not a train_lstm hyperparameter shared with the original "
@@ -407,11 +409,11 @@ def main_lstm(argv=None) -> int:
     with workspace(args.keep, "diff-lstm-") as work:
         source = fetch_original(work, folder, git_dir, GIT_PATHS)
         print(f"original taken from {describe_source(folder, git_dir)}", flush=True)
-        print(f"settings: {settings}", flush=True)
+        print(f"settings: {settings}; the port's graph: {args.graph}", flush=True)
         runs = run_side_by_side(
             work,
             lambda: run_original(source, imdb_pkl, settings, work / "original", args.timeout),
-            lambda: run_port(imdb_pkl, settings, work / "port", args.timeout),
+            lambda: run_port(imdb_pkl, settings, work / "port", args.timeout, args.graph),
         )
         if runs is None:
             return 2

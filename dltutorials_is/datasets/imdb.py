@@ -406,6 +406,29 @@ def prepare_data(seqs: list[list[int]], labels: list[int], maxlen: int | None = 
     return x, mask, labels
 
 
+def pack_sequences(seqs: list[list[int]]):
+    """The fast graph's layout of a minibatch (`graphs.lstm`, encoder `fast`): what `prepare_data` pads,
+    packed instead.
+
+    Returns `(tokens, batch_sizes, owner, lengths)`: the reviews sorted by length, longest first (ties
+    in minibatch order), and their words laid out time-major without padding, so step t is the
+    `batch_sizes[t]` reviews longer than t, in that order; `owner[k]` is the minibatch column of token
+    k and `lengths` the reviews' lengths (floatX) in minibatch order, the tutorial's `mask.sum(axis=0)`.
+    """
+    import aesara  # only here, as in prepare_data
+
+    lengths = np.array([len(s) for s in seqs], dtype="int64")
+    if len(seqs) == 0 or lengths.max() == 0:
+        raise ValueError("pack_sequences needs at least one non-empty sequence")
+    order = np.argsort(-lengths, kind="stable")
+    batch_sizes = np.count_nonzero(lengths[None, :] > np.arange(lengths.max())[:, None], axis=1).astype("int64")
+    owner = np.concatenate([order[:n] for n in batch_sizes])
+    position = np.repeat(np.arange(len(batch_sizes)), batch_sizes)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    tokens = np.concatenate([np.asarray(s, dtype="int64") for s in seqs])[starts[owner] + position]
+    return tokens, batch_sizes, owner, lengths.astype(aesara.config.floatX)
+
+
 def load_splits(
     protocol: str,
     path: Path | str,

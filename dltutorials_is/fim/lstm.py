@@ -17,7 +17,7 @@ Two interchangeable private trainers compute the same numbers:
 * `plain`: the tutorial's own model (`models.lstm.LstmModel`: its graph and split SGD step) at batch
   size 1: the reference.
 * `fast` (default): the same model as one compiled function per SGD step (gradient and update
-  fused), with the LSTM recurrence as two C loops (`fim.lstm_kernels`) instead of `scan`, and a
+  fused), with the LSTM recurrence as two C loops (`graphs.lstm_kernels`) instead of `scan`, and a
   private copy of only the embedding rows of the review's own words (the other rows of Wemb get
   a zero gradient, so this is exactly SGD on the full matrix, without updating 10,000×d numbers
   per step); each distinct word's input projection is computed once per step.
@@ -42,8 +42,8 @@ from aesara.tensor.special import softmax
 from dltutorials_is.datasets.imdb import imdb_paths, load_splits
 from dltutorials_is.errors import SettingError
 from dltutorials_is.fim import driver as fim
-from dltutorials_is.fim.lstm_kernels import LSTMForward
 from dltutorials_is.graphs import lstm as graph
+from dltutorials_is.graphs.lstm_kernels import PackedLSTMForward
 from dltutorials_is.io import fingerprint
 from dltutorials_is.models.base import reseed_first_streams
 from dltutorials_is.models.lstm import LstmModel
@@ -191,7 +191,7 @@ class PlainPrivateTrainer(_PrivateTrainer):
         reviews = [spec.review(i)[0] for i in range(spec.n_samples)]
         options = {"dim_proj": spec.dim, "n_words": spec.params["Wemb"].shape[0], "ydim": spec.params["U"].shape[1],
                    "use_dropout": spec.use_dropout, "decay_c": spec.decay_c, "optimizer": "sgd",
-                   "lrate": np.asarray(spec.lr, dtype=spec.floatX)}
+                   "lrate": np.asarray(spec.lr, dtype=spec.floatX), "graph": "tutorial"}
         self.model = LstmModel(options, (reviews, spec.labels), spec.seed)
         self.model.check_finite = False  # a private run judges its steps by their loss alone
         self.one = np.ones(1)
@@ -234,7 +234,8 @@ class FastPrivateTrainer(_PrivateTrainer):
         W, U, b = self.shared["lstm_W"], self.shared["lstm_U"], self.shared["lstm_b"]
         # Input projections of each distinct word once, then gathered per position: the
         # gradient then sums per word before the matrix products, which shrink from L to k rows.
-        hidden = LSTMForward()((at.dot(self.rows, W) + b)[local], U)[0]
+        # One review packed is one row per step (batch_sizes all 1).
+        hidden = PackedLSTMForward()((at.dot(self.rows, W) + b)[local], U, at.ones_like(local))[0]
         proj = (hidden.sum(axis=0) / at.cast(local.shape[0], spec.floatX))[None, :]
         if spec.use_dropout:
             proj = graph.dropout(proj, use_noise, self.trng)

@@ -2,8 +2,9 @@
 
 Words are embedded (`Wemb`), read by one LSTM layer (`lstm_W`, `lstm_U`, `lstm_b`), the hidden
 states are mean-pooled over each review's real (unpadded) steps, dropped out, and a softmax
-classifier (`U`, `b`) gives the class probabilities. Minibatches are time-major: `x` and `mask`
-are (time steps × samples).
+classifier (`U`, `b`) gives the class probabilities. Two graphs compute the LSTM part (`ENCODERS`):
+the tutorial's, `scan` over a padded time-major minibatch (`x` and `mask`, time steps × samples),
+and the fast one, the same function over a packed minibatch (the default; `fast_encoder`).
 
 The four gates share one matrix each: the columns of `lstm_W`, `lstm_U` and `lstm_b` hold, in the
 tutorial's order, the input gate, the forget gate, the output gate and the cell candidate
@@ -21,13 +22,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import aesara
 import aesara.tensor as at
 from aesara.tensor.special import softmax
 
+from dltutorials_is.datasets.imdb import pack_sequences, prepare_data
 from dltutorials_is.errors import UserError
+from dltutorials_is.graphs.lstm_kernels import PackedLSTMForward
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # the MRG generator is what the tutorial used
@@ -209,18 +213,70 @@ def dropout(state, use_noise, trng: MRG_RandomStream):
     return at.switch(use_noise, state * keep, state * 0.5)
 
 
+def tutorial_encoder(tparams: OrderedDict, dim_proj: int):
+    """The tutorial's graph: padded time-major `x` and `mask` (`prepare_data`'s), `scan` over every step.
+
+    Returns the sequence inputs and the hidden states mean-pooled over each review's real steps.
+    """
+    x = at.matrix("x", dtype="int64")
+    mask = at.matrix("mask", dtype=aesara.config.floatX)
+    n_timesteps, n_samples = x.shape[0], x.shape[1]
+    emb = tparams["Wemb"][x.flatten()].reshape([n_timesteps, n_samples, dim_proj])
+    h = lstm_layer(tparams, emb, mask, dim_proj)
+    proj = (h * mask[:, :, None]).sum(axis=0)
+    return [x, mask], proj / mask.sum(axis=0)[:, None]
+
+
+def fast_encoder(tparams: OrderedDict, dim_proj: int):
+    """The same function over a packed minibatch (`pack_sequences`'s tokens, batch_sizes, owner, lengths):
+    no padded step costs anything, and the recurrence is one C loop calling BLAS (`lstm_kernels`).
+
+    Each review's states are summed in time order, as the tutorial's masked sum adds them, then divided
+    by its length.
+    """
+    floatX = aesara.config.floatX
+    tokens = at.vector("tokens", dtype="int64")
+    batch_sizes = at.vector("batch_sizes", dtype="int64")
+    owner = at.vector("owner", dtype="int64")
+    lengths = at.vector("lengths", dtype=floatX)
+    xw = at.dot(tparams["Wemb"][tokens], tparams["lstm_W"]) + tparams["lstm_b"]
+    h = PackedLSTMForward()(xw, tparams["lstm_U"], batch_sizes)[0]
+    summed = at.inc_subtensor(at.zeros((lengths.shape[0], dim_proj), dtype=floatX)[owner], h)
+    return [tokens, batch_sizes, owner, lengths], summed / lengths[:, None]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A way to compute the mean-pooled LSTM states: its graph and the layout of its minibatches."""
+
+    build: Callable  # (tparams, dim_proj) -> (sequence inputs, pooled states: samples × dim_proj)
+    layout: Callable  # seqs -> the values of those inputs
+
+
+#: `fast` (the default) and `tutorial` compute the same function (to rounding: the fast graph adds the
+#: same numbers in another order inside matrix products); `tutorial` is the original's graph, for the diff.
+ENCODERS = {"fast": Encoder(fast_encoder, pack_sequences),
+            "tutorial": Encoder(tutorial_encoder, lambda seqs: prepare_data(seqs, [0] * len(seqs))[:2])}
+
+
+def encoder(options: dict) -> Encoder:
+    name = options.get("graph", "fast")
+    if name not in ENCODERS:
+        raise ValueError(f"unknown LSTM graph {name!r}; choose one of {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
 @dataclass
 class LstmGraph:
     """Inputs, outputs and the dropout switch of the LSTM classifier.
 
     `cost = mean(weights * per_sample_loss)` (+ `decay_c · ΣU²` if `decay_c > 0`); with all
-    weights 1 it is the tutorial's cost. `f_pred_prob(x, mask)` and `f_pred(x, mask)` compile on
-    first use.
+    weights 1 it is the tutorial's cost. `sequences` are the encoder's inputs (`x, mask` for the
+    tutorial's graph); `f_pred_prob(*sequences)` and `f_pred(*sequences)` compile on first use.
     """
 
     use_noise: aesara.compile.SharedVariable
-    x: at.TensorVariable
-    mask: at.TensorVariable
+    sequences: list
     y: at.TensorVariable
     weights: at.TensorVariable
     pred: at.TensorVariable  # class probabilities, samples × ydim
@@ -229,45 +285,39 @@ class LstmGraph:
 
     @property
     def inputs(self) -> list:
-        """The training functions' inputs, in call order: x, mask, y, weights."""
-        return [self.x, self.mask, self.y, self.weights]
+        """The training functions' inputs, in call order: the sequences, y, weights."""
+        return [*self.sequences, self.y, self.weights]
 
     @cached_property
     def f_pred_prob(self):
-        return aesara.function([self.x, self.mask], self.pred, name="f_pred_prob")
+        return aesara.function(self.sequences, self.pred, name="f_pred_prob")
 
     @cached_property
     def f_pred(self):
-        return aesara.function([self.x, self.mask], self.pred.argmax(axis=1), name="f_pred")
+        return aesara.function(self.sequences, self.pred.argmax(axis=1), name="f_pred")
 
 
 def build_model(tparams: OrderedDict, options: dict, trng: MRG_RandomStream) -> LstmGraph:
     """The classifier's graph over shared parameters `tparams` (see `LstmGraph`).
 
-    `options` needs `dim_proj`, `use_dropout` and, optionally, `decay_c` (weight decay on `U`).
+    `options` needs `dim_proj`, `use_dropout` and, optionally, `decay_c` (weight decay on `U`) and
+    `graph` (`ENCODERS`; default `fast`).
     """
     floatX = aesara.config.floatX
     use_noise = aesara.shared(floatx(0.0))
-    x = at.matrix("x", dtype="int64")
-    mask = at.matrix("mask", dtype=floatX)
     y = at.vector("y", dtype="int64")
     weights = at.vector("weights", dtype=floatX)
 
-    n_timesteps, n_samples = x.shape[0], x.shape[1]
-    dim_proj = options["dim_proj"]
-    emb = tparams["Wemb"][x.flatten()].reshape([n_timesteps, n_samples, dim_proj])
-    h = lstm_layer(tparams, emb, mask, dim_proj)
-    proj = (h * mask[:, :, None]).sum(axis=0)
-    proj = proj / mask.sum(axis=0)[:, None]  # mean over each review's real steps
+    sequences, proj = encoder(options).build(tparams, options["dim_proj"])
     if options["use_dropout"]:
         proj = dropout(proj, use_noise, trng)
     pred = softmax(at.dot(proj, tparams["U"]) + tparams["b"], axis=-1)
 
     off = 1e-6 if pred.dtype == "float16" else 1e-8  # keeps log() finite
-    per_sample_loss = -at.log(pred[at.arange(n_samples), y] + off)
+    per_sample_loss = -at.log(pred[at.arange(pred.shape[0]), y] + off)
     cost = (weights * per_sample_loss).mean()
     decay_c = options.get("decay_c", 0.0)
     if decay_c > 0.0:
         decay = aesara.shared(floatx(decay_c), name="decay_c")
         cost += decay * at.square(tparams["U"]).sum()
-    return LstmGraph(use_noise, x, mask, y, weights, pred, per_sample_loss, cost)
+    return LstmGraph(use_noise, sequences, y, weights, pred, per_sample_loss, cost)

@@ -5,6 +5,8 @@ Everything that trains, scores or probes the LSTM goes through `LstmModel`: the 
 replication, FIM's reference private trainer, the variance probe and the benchmarks. Its training step
 is the tutorial's `f_grad_shared(x, mask, y, weights)` then `f_update(lrate)`, on the minibatch
 `prepare_data` pads from the named reviews, so with weights 1 it computes the tutorial's numbers.
+By default the graph is the fast one (`options["graph"] = "fast"`: the same function over a packed
+minibatch, see `graphs.lstm.fast_encoder`); `"tutorial"` is the original's `scan` graph.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import numpy as np
 import aesara
 import aesara.tensor as at
 
-from dltutorials_is.datasets.imdb import prepare_data
 from dltutorials_is.graphs import lstm as graph
 from dltutorials_is.io import non_finite
 from dltutorials_is.models.base import ModelStateError, StepResult, set_stream_states, stream_states
@@ -25,7 +26,7 @@ from dltutorials_is.optimisers import get_optimiser
 Split = tuple[list, list]
 
 #: The options that shape the compiled graph (a model can be reused for runs that differ in nothing else).
-GRAPH_OPTIONS = ("dim_proj", "n_words", "ydim", "use_dropout", "decay_c", "optimizer")
+GRAPH_OPTIONS = ("dim_proj", "n_words", "ydim", "use_dropout", "decay_c", "optimizer", "graph")
 
 
 class LstmModel:
@@ -49,6 +50,7 @@ class LstmModel:
         self.tparams = graph.to_shared(params)
         self.trng = graph.random_stream(seed)
         self.graph = graph.build_model(self.tparams, self.options, self.trng)
+        self.layout = graph.encoder(self.options).layout
         self.set_step_size(self.options.get("lrate", 0.0001))
         #: check after every update that the parameters are still finite (see `train_step`)
         self.check_finite = True
@@ -68,10 +70,11 @@ class LstmModel:
         self.train = train
         self.n_train = len(train[0])
 
-    def minibatch(self, indices: Sequence[int], split: Split | None = None):
-        """`prepare_data`'s (x, mask, y) of those reviews of `split` (default: the training set)."""
+    def minibatch(self, indices: Sequence[int], split: Split | None = None) -> tuple[tuple, np.ndarray]:
+        """(sequences, y) of those reviews of `split` (default: the training set): the graph's sequence
+        inputs (the tutorial graph's `prepare_data` x and mask, or the fast graph's packed layout)."""
         seqs, labels = split if split is not None else self.train
-        return prepare_data([seqs[i] for i in indices], [labels[i] for i in indices])
+        return tuple(self.layout([seqs[i] for i in indices])), np.asarray([labels[i] for i in indices], dtype="int64")
 
     # -- training --------------------------------------------------------------------------------
 
@@ -88,8 +91,8 @@ class LstmModel:
         so such a step is reported as applied (`StepResult.params_finite` False, `applied` True).
         """
         self.graph.use_noise.set_value(graph.floatx(1.0))
-        x, mask, y = self.minibatch(indices)
-        cost = self.optimiser.f_grad_shared(x, mask, y, graph.floatx(weights))
+        sequences, y = self.minibatch(indices)
+        cost = self.optimiser.f_grad_shared(*sequences, y, graph.floatx(weights))
         if not np.isfinite(cost):
             return StepResult(float(cost), applied=False)
         self.optimiser.f_update(self.lrate)
@@ -104,13 +107,13 @@ class LstmModel:
 
     @cached_property
     def f_pred(self):
-        """(x, mask) -> predicted classes. Like every function of the graph it draws a dropout mask."""
+        """(*sequences) -> predicted classes. Like every function of the graph it draws a dropout mask."""
         return self.graph.f_pred
 
     @cached_property
     def f_losses(self):
         g = self.graph
-        return aesara.function([g.x, g.mask, g.y], g.per_sample_loss, name="f_losses")
+        return aesara.function([*g.sequences, g.y], g.per_sample_loss, name="f_losses")
 
     @cached_property
     def f_grad(self):
@@ -123,23 +126,23 @@ class LstmModel:
         labels = np.asarray(split[1])
         correct = 0
         for index in batches:
-            x, mask, _ = self.minibatch(index, split)
-            correct += (self.f_pred(x, mask) == labels[index]).sum()
+            sequences, _ = self.minibatch(index, split)
+            correct += (self.f_pred(*sequences) == labels[index]).sum()
         return 1.0 - graph.floatx(correct) / len(split[0])
 
     def losses(self, indices: Sequence[int]) -> np.ndarray:
         """Per-review cross-entropies, dropout off. The tutorial's loss −log(p_y + 1e-8) is about −1e-8
         for a confidently right review: such a review scores 0 (NaN and inf are kept)."""
         self.graph.use_noise.set_value(graph.floatx(0.0))
-        x, mask, y = self.minibatch(indices)
-        return np.maximum(np.asarray(self.f_losses(x, mask, y), dtype="float64"), 0.0)
+        sequences, y = self.minibatch(indices)
+        return np.maximum(np.asarray(self.f_losses(*sequences, y), dtype="float64"), 0.0)
 
     def gradient(self, index: int) -> OrderedDict:
         """Review `index`'s gradient at batch size 1, dropout off; the dropout stream is put back."""
         saved = stream_states(self.trng)
         self.graph.use_noise.set_value(graph.floatx(0.0))
-        x, mask, y = self.minibatch([index])
-        values = self.f_grad(x, mask, y, graph.floatx([1.0]))
+        sequences, y = self.minibatch([index])
+        values = self.f_grad(*sequences, y, graph.floatx([1.0]))
         set_stream_states(self.trng, saved)
         return OrderedDict(zip(self.tparams, values))
 

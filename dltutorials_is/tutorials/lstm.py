@@ -195,6 +195,8 @@ def train_lstm(
     # (the replication's convention); None: all from one RandomState(seed), as the original
     sampler="uniform",  # uniform, replacement or importance (see dltutorials_is.sampling.samplers)
     p=None,  # importance sampling probabilities, or an ImportanceProvider
+    graph="fast",  # fast: the tutorial's function over packed minibatches (same numbers to rounding, faster);
+    # tutorial: the original's scan graph over padded minibatches
 ):
     """Train the LSTM and return `(train_err, valid_err, test_err)` of the best model.
 

@@ -1,0 +1,394 @@
+"""The LSTM recurrence over a packed minibatch as two compiled Aesara ops: the fast step's core.
+
+The tutorial pads a minibatch to its longest review and runs `scan` over every padded step, one
+small matrix product and a dozen elementwise ops per step, each an inner-graph call; the padded
+steps do the full work and then are masked away. Here the minibatch is *packed* (as in PyTorch's
+`PackedSequence`): its reviews sorted by length, longest first, and their tokens laid out time-major
+with only the real ones kept, so time step t is one contiguous block of the `batch_sizes[t]`
+reviews still running, and those are the first rows of step t−1's block. The forward recurrence
+and its exact gradient are each one C loop over time that calls BLAS on the running rows only.
+
+Math: the tutorial's masked step. For a running review the mask is 1, and `m·a + (1−m)·b` with m = 1
+is exactly a; a finished review's state is carried unchanged and never read again except by the
+mean-pooling, which the tutorial masks out. So per running row:
+
+    pre = h_{t-1}·U + xw_t;  i, f, o = σ(pre_i), σ(pre_f), σ(pre_o);  g = tanh(pre_c)
+    c_t = f·c_{t-1} + i·g;   h_t = o·tanh(c_t);    h_{-1} = c_{-1} = 0
+
+with σ(x) = 1/(1 + exp(−x)), Aesara's own C sigmoid. Everything not sequential (the input
+projection xw = emb·W + b, its gradients, the pooling) stays in ordinary Aesara ops, as big matrix
+products over the packed tokens. `perform` implements the same in numpy: used where Aesara has no
+C compiler, and tested against the C code.
+"""
+from __future__ import annotations
+
+import numpy as np
+import aesara.tensor as at
+from aesara.graph.basic import Apply
+from aesara.gradient import DisconnectedType, disconnected_type
+from aesara.link.c.op import COp
+from aesara.tensor.blas import ldflags
+from aesara.tensor.blas_headers import blas_header_text
+
+_C_TYPES = {"float64": ("double", "NPY_FLOAT64", "", "dgemm_"), "float32": ("float", "NPY_FLOAT32", "f", "sgemm_")}
+
+_SUPPORT_TEMPLATE = """
+/* y[j] = sum_k x[k] * M[k * n_out + j]: a vector-matrix product with 32 outputs accumulated in
+   registers at a time, faster than a BLAS call for one row. */
+static void vecmat_{T}(const int n_in, const int n_out, const {T}* __restrict__ x,
+                       const {T}* __restrict__ M, {T}* __restrict__ y)
+{{
+    int j0 = 0;
+    for (; j0 + 32 <= n_out; j0 += 32) {{
+        {T} acc[32];
+        for (int q = 0; q < 32; ++q) acc[q] = 0;
+        for (int k = 0; k < n_in; ++k) {{
+            const {T} xk = x[k];
+            const {T}* __restrict__ m = M + (npy_intp)k * n_out + j0;
+            for (int q = 0; q < 32; ++q) acc[q] += xk * m[q];
+        }}
+        for (int q = 0; q < 32; ++q) y[j0 + q] = acc[q];
+    }}
+    for (; j0 < n_out; ++j0) {{
+        {T} acc = 0;
+        for (int k = 0; k < n_in; ++k) acc += x[k] * M[(npy_intp)k * n_out + j0];
+        y[j0] = acc;
+    }}
+}}
+
+/* Row-major Y (rows x n) = X (rows x k) . M (k x n) + beta * Y; M transposed when transpose_m
+   (then stored n x k). One row: vecmat (M not transposed) or BLAS; more rows: BLAS. */
+static void rowmajor_gemm_{T}(const int rows, const int k, const int n, const {T}* X, const {T}* M,
+                              const int transpose_m, const {T} beta, {T}* Y, {T}* scratch)
+{{
+    if (rows == 1 && !transpose_m) {{
+        if (beta == 0) {{ vecmat_{T}(k, n, X, M, Y); return; }}
+        vecmat_{T}(k, n, X, M, scratch);
+        for (int j = 0; j < n; ++j) Y[j] = scratch[j] + Y[j];
+        return;
+    }}
+    /* column-major view: Y^T (n x rows) = op(M)^T-ish; see the module docstring of any BLAS. */
+    char tm = transpose_m ? 'T' : 'N', tx = 'N';
+    const {T} one = 1;
+    const int ldm = transpose_m ? k : n;
+    {GEMM}(&tm, &tx, &n, &rows, &k, &one, M, &ldm, X, &k, &beta, Y, &n);
+}}
+
+static int lstm_packed_forward_{T}(const int T_steps, const npy_int64* bs, const int d,
+                                   const {T}* __restrict__ xw, const {T}* U,
+                                   {T}* __restrict__ H, {T}* __restrict__ C, {T}* __restrict__ G,
+                                   {T}* scratch)
+{{
+    const int d4 = 4 * d;
+    npy_intp o = 0, o_prev = 0;
+    for (int t = 0; t < T_steps; ++t) {{
+        const int n = (int)bs[t];
+        {T}* __restrict__ g = G + o * d4;                 /* pre-activations, then gate values */
+        const {T}* __restrict__ x = xw + o * d4;
+        if (t > 0) {{
+            rowmajor_gemm_{T}(n, d, d4, H + o_prev * d, U, 0, 0, g, scratch);
+            for (npy_intp j = 0; j < (npy_intp)n * d4; ++j) g[j] += x[j];
+        }} else {{
+            for (npy_intp j = 0; j < (npy_intp)n * d4; ++j) g[j] = x[j];
+        }}
+        for (int r = 0; r < n; ++r) {{
+            {T}* __restrict__ gr = g + (npy_intp)r * d4;
+            for (int j = 0; j < 3 * d; ++j) gr[j] = 1.0{F} / (1.0{F} + exp(-gr[j]));
+            for (int j = 3 * d; j < d4; ++j) gr[j] = tanh(gr[j]);
+            {T}* __restrict__ c = C + (o + r) * d;
+            {T}* __restrict__ h = H + (o + r) * d;
+            for (int k = 0; k < d; ++k) {{
+                const {T} c_prev = t > 0 ? C[(o_prev + r) * d + k] : 0;
+                c[k] = gr[d + k] * c_prev + gr[k] * gr[3 * d + k];
+                h[k] = gr[2 * d + k] * tanh(c[k]);
+            }}
+        }}
+        o_prev = o;
+        o += n;
+    }}
+    return 0;
+}}
+
+/* dXW (N x 4d): the gradient with respect to every pre-activation, given dH, the gradient with
+   respect to each h from outside the recurrence. dh and dc (batch_sizes[0] x d) carry the gradient
+   back through time; a review's rows of them are zero until its last step is reached. UT, U
+   transposed, is given for a single review (one row a step), where vecmat beats BLAS. */
+static void lstm_packed_backward_{T}(const int T_steps, const npy_int64* bs, const npy_intp N, const int d,
+                                     const {T}* __restrict__ dH, const {T}* __restrict__ C,
+                                     const {T}* __restrict__ G, const {T}* U, const {T}* UT, {T}* __restrict__ dXW,
+                                     {T}* __restrict__ dh, {T}* __restrict__ dc, {T}* scratch)
+{{
+    const int d4 = 4 * d;
+    npy_intp o = N;
+    for (int r = 0; r < (int)bs[0] * d; ++r) {{ dh[r] = 0; dc[r] = 0; }}
+    for (int t = T_steps - 1; t >= 0; --t) {{
+        const int n = (int)bs[t];
+        o -= n;
+        const npy_intp o_prev = t > 0 ? o - bs[t - 1] : 0;
+        for (int r = 0; r < n; ++r) {{
+            const {T}* __restrict__ g = G + (o + r) * d4;
+            const {T}* __restrict__ c = C + (o + r) * d;
+            {T}* __restrict__ dpre = dXW + (o + r) * d4;
+            {T}* __restrict__ dhr = dh + (npy_intp)r * d;
+            {T}* __restrict__ dcr = dc + (npy_intp)r * d;
+            for (int k = 0; k < d; ++k) {{
+                const {T} i = g[k], f = g[d + k], o_gate = g[2 * d + k], cand = g[3 * d + k];
+                const {T} c_prev = t > 0 ? C[(o_prev + r) * d + k] : 0;
+                const {T} tc = tanh(c[k]);
+                const {T} dht = dH[(o + r) * d + k] + dhr[k];
+                const {T} dct = dcr[k] + dht * o_gate * (1 - tc * tc);
+                dpre[k] = dct * cand * i * (1 - i);
+                dpre[d + k] = dct * c_prev * f * (1 - f);
+                dpre[2 * d + k] = dht * tc * o_gate * (1 - o_gate);
+                dpre[3 * d + k] = dct * i * (1 - cand * cand);
+                dcr[k] = dct * f;
+            }}
+        }}
+        /* dh of the running rows = dpre . U^T (the rows of reviews that end at step t-1 are still zero) */
+        if (t > 0 && UT) vecmat_{T}(d4, d, dXW + o * d4, UT, dh);
+        else if (t > 0) rowmajor_gemm_{T}(n, d4, d, dXW + o * d4, U, 1, 0, dh, scratch);
+    }}
+}}
+"""
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def check_batch_sizes(batch_sizes: np.ndarray, n_tokens: int) -> None:
+    """A packed layout's step sizes: positive, non-increasing, summing to the number of tokens."""
+    if batch_sizes.ndim != 1 or len(batch_sizes) == 0 or batch_sizes[-1] < 1 \
+            or np.any(np.diff(batch_sizes) > 0) or batch_sizes.sum() != n_tokens:
+        raise ValueError("batch_sizes must be positive, non-increasing and sum to the number of packed rows")
+
+
+def _packed_offsets(batch_sizes: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(batch_sizes)])
+
+
+_C_CHECK = """
+    const int T_steps = (int)PyArray_DIMS(bs_c)[0];
+    const npy_int64* bs = (const npy_int64*)PyArray_DATA(bs_c);
+    npy_intp total = 0;
+    int bad = T_steps < 1;
+    for (int t = 0; t < T_steps && !bad; ++t) {{
+        bad = bs[t] < 1 || (t > 0 && bs[t] > bs[t - 1]);
+        total += bs[t];
+    }}
+    if (bad || total != {N}) {{
+        {release}
+        PyErr_SetString(PyExc_ValueError, "batch_sizes must be positive, non-increasing and sum to the number of packed rows");
+        {fail}
+    }}
+"""
+
+
+def _contiguous_output(name: str, dims: str, typenum: str, fail: str) -> str:
+    return f"""
+    if (!{name} || PyArray_NDIM({name}) != 2 || PyArray_DIMS({name})[0] != {dims}[0]
+        || PyArray_DIMS({name})[1] != {dims}[1] || !PyArray_IS_C_CONTIGUOUS({name})) {{
+        Py_XDECREF({name});
+        {name} = (PyArrayObject*)PyArray_EMPTY(2, {dims}, {typenum}, 0);
+        if (!{name}) {{ {fail} }}
+    }}"""
+
+
+class _PackedKernel(COp):
+    __props__ = ()
+
+    def c_support_code(self, **kwargs):
+        return blas_header_text() + "".join(
+            _SUPPORT_TEMPLATE.format(T=T, F=F, GEMM=gemm) for T, _, F, gemm in _C_TYPES.values())
+
+    def c_libraries(self, **kwargs):
+        return ldflags()
+
+    def c_compile_args(self, **kwargs):
+        return ldflags(libs=False, flags=True)
+
+    def c_lib_dirs(self, **kwargs):
+        return ldflags(libs=False, libs_dir=True)
+
+    def c_header_dirs(self, **kwargs):
+        return ldflags(libs=False, include_dir=True)
+
+    def c_code_cache_version(self):
+        return (1,)
+
+
+def _as_inputs(*values):
+    *floats, batch_sizes = [at.as_tensor_variable(v) for v in values]
+    dtype = floats[0].dtype
+    if dtype not in _C_TYPES or any(v.dtype != dtype or v.ndim != 2 for v in floats):
+        raise TypeError("the packed LSTM kernels need float matrices of one dtype")
+    if batch_sizes.ndim != 1 or batch_sizes.dtype != "int64":
+        raise TypeError("batch_sizes must be an int64 vector")
+    return [*floats, batch_sizes], dtype
+
+
+class PackedLSTMForward(_PackedKernel):
+    """(xw: N×4d packed input projections, U: d×4d, batch_sizes: T) → (H: N×d, C: N×d, G: N×4d gate
+    values [i, f, o, g]). Only H may be differentiated."""
+
+    def make_node(self, xw, U, batch_sizes):
+        inputs, dtype = _as_inputs(xw, U, batch_sizes)
+        return Apply(self, inputs, [at.matrix(dtype=dtype) for _ in range(3)])
+
+    def perform(self, node, inputs, outputs):
+        xw, U, batch_sizes = inputs
+        check_batch_sizes(batch_sizes, len(xw))
+        d = U.shape[0]
+        H, C, G = np.empty((len(xw), d), xw.dtype), np.empty((len(xw), d), xw.dtype), np.empty_like(xw)
+        offsets = _packed_offsets(batch_sizes)
+        for t, n in enumerate(batch_sizes):
+            rows, prev = slice(offsets[t], offsets[t] + n), slice(offsets[t - 1], offsets[t - 1] + n)
+            pre = H[prev] @ U + xw[rows] if t > 0 else xw[rows].copy()
+            g = np.concatenate([_sigmoid(pre[:, : 3 * d]), np.tanh(pre[:, 3 * d :])], axis=1)
+            c_prev = C[prev] if t > 0 else np.zeros((n, d), xw.dtype)
+            C[rows] = g[:, d : 2 * d] * c_prev + g[:, :d] * g[:, 3 * d :]
+            H[rows] = g[:, 2 * d : 3 * d] * np.tanh(C[rows])
+            G[rows] = g
+        for out, value in zip(outputs, (H, C, G)):
+            out[0] = value
+
+    def grad(self, inputs, output_grads):
+        xw, U, batch_sizes = inputs
+        dH, dC, dG = output_grads
+        if not (isinstance(dC.type, DisconnectedType) and isinstance(dG.type, DisconnectedType)):
+            raise NotImplementedError("only the hidden states H may be differentiated")
+        H, C, G = self(xw, U, batch_sizes)
+        dxw, dU = PackedLSTMBackward()(dH, H, C, G, U, batch_sizes)
+        return [dxw, dU, disconnected_type()]
+
+    def connection_pattern(self, node):
+        return [[True, False, False], [True, False, False], [False, False, False]]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        xw, U, batch_sizes = inputs
+        H, C, G = outputs
+        ctype, typenum, _, _ = _C_TYPES[node.inputs[0].dtype]
+        fail = sub["fail"]
+        release = "Py_DECREF(xw_c); Py_DECREF(U_c); Py_DECREF(bs_c);"
+        return f"""
+        {{
+        PyArrayObject* xw_c = PyArray_GETCONTIGUOUS({xw});
+        PyArrayObject* U_c = PyArray_GETCONTIGUOUS({U});
+        PyArrayObject* bs_c = PyArray_GETCONTIGUOUS({batch_sizes});
+        const npy_intp N = PyArray_DIMS(xw_c)[0];
+        const int d = (int)PyArray_DIMS(U_c)[0];
+        if (PyArray_DIMS(xw_c)[1] != 4 * d || PyArray_DIMS(U_c)[1] != 4 * d) {{
+            {release}
+            PyErr_SetString(PyExc_ValueError, "PackedLSTMForward: xw and U must have 4*d columns");
+            {fail}
+        }}
+        {_C_CHECK.format(N="N", release=release, fail=fail)}
+        npy_intp hd[2] = {{N, d}}, gd[2] = {{N, 4 * d}};
+        {_contiguous_output(H, "hd", typenum, release + fail)}
+        {_contiguous_output(C, "hd", typenum, release + fail)}
+        {_contiguous_output(G, "gd", typenum, release + fail)}
+        {ctype}* scratch = ({ctype}*)malloc(4 * d * sizeof({ctype}));
+        lstm_packed_forward_{ctype}(T_steps, bs, d, ({ctype}*)PyArray_DATA(xw_c), ({ctype}*)PyArray_DATA(U_c),
+                                    ({ctype}*)PyArray_DATA({H}), ({ctype}*)PyArray_DATA({C}),
+                                    ({ctype}*)PyArray_DATA({G}), scratch);
+        free(scratch);
+        {release}
+        }}
+        """
+
+
+class PackedLSTMBackward(_PackedKernel):
+    """(dH, H, C, G, U, batch_sizes) → (dXW: N×4d, the gradient with respect to the pre-activations;
+    dU: d×4d = Σ_t h_{t−1}ᵀ·dpre_t, one matrix product over every packed row but the first step's)."""
+
+    def make_node(self, dH, H, C, G, U, batch_sizes):
+        inputs, dtype = _as_inputs(dH, H, C, G, U, batch_sizes)
+        return Apply(self, inputs, [at.matrix(dtype=dtype), at.matrix(dtype=dtype)])
+
+    def perform(self, node, inputs, outputs):
+        dH, H, C, G, U, batch_sizes = inputs
+        check_batch_sizes(batch_sizes, len(C))
+        d = C.shape[1]
+        dXW = np.empty_like(G)
+        dh, dc = np.zeros((batch_sizes[0], d), C.dtype), np.zeros((batch_sizes[0], d), C.dtype)
+        offsets = _packed_offsets(batch_sizes)
+        for t in range(len(batch_sizes) - 1, -1, -1):
+            n = batch_sizes[t]
+            rows, prev = slice(offsets[t], offsets[t] + n), slice(offsets[t - 1], offsets[t - 1] + n)
+            g = G[rows]
+            i, f, o, cand = g[:, :d], g[:, d : 2 * d], g[:, 2 * d : 3 * d], g[:, 3 * d :]
+            c_prev = C[prev] if t > 0 else np.zeros((n, d), C.dtype)
+            tc = np.tanh(C[rows])
+            dht = dH[rows] + dh[:n]
+            dct = dc[:n] + dht * o * (1 - tc * tc)
+            dXW[rows] = np.concatenate([dct * cand * i * (1 - i), dct * c_prev * f * (1 - f),
+                                        dht * tc * o * (1 - o), dct * i * (1 - cand * cand)], axis=1)
+            dc[:n] = dct * f
+            if t > 0:
+                dh[:n] = dXW[rows] @ U.T
+        first = batch_sizes[0]
+        outputs[0][0] = dXW
+        outputs[1][0] = previous_states(H, batch_sizes).T @ dXW[first:]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        dH, H, C, G, U, batch_sizes = inputs
+        dXW, dU = outputs
+        ctype, typenum, _, gemm = _C_TYPES[node.inputs[0].dtype]
+        fail = sub["fail"]
+        release = ("Py_DECREF(dH_c); Py_DECREF(H_c); Py_DECREF(C_c); Py_DECREF(G_c); Py_DECREF(U_c); "
+                   "Py_DECREF(bs_c);")
+        return f"""
+        {{
+        PyArrayObject* dH_c = PyArray_GETCONTIGUOUS({dH});
+        PyArrayObject* H_c = PyArray_GETCONTIGUOUS({H});
+        PyArrayObject* C_c = PyArray_GETCONTIGUOUS({C});
+        PyArrayObject* G_c = PyArray_GETCONTIGUOUS({G});
+        PyArrayObject* U_c = PyArray_GETCONTIGUOUS({U});
+        PyArrayObject* bs_c = PyArray_GETCONTIGUOUS({batch_sizes});
+        const npy_intp N = PyArray_DIMS(C_c)[0];
+        const int d = (int)PyArray_DIMS(C_c)[1];
+        {_C_CHECK.format(N="N", release=release, fail=fail)}
+        npy_intp gd[2] = {{N, 4 * d}}, ud[2] = {{d, 4 * d}};
+        {_contiguous_output(dXW, "gd", typenum, release + fail)}
+        {_contiguous_output(dU, "ud", typenum, release + fail)}
+        const int first = (int)bs[0];
+        PyArrayObject* UT_c = NULL;
+        if (first == 1) {{
+            PyObject* U_t = PyArray_Transpose(U_c, NULL);
+            UT_c = (PyArrayObject*)PyArray_NewCopy((PyArrayObject*)U_t, NPY_CORDER);
+            Py_DECREF(U_t);
+        }}
+        {ctype}* work = ({ctype}*)malloc(((size_t)2 * first * d + 4 * d + (size_t)(N - first) * d) * sizeof({ctype}));
+        {ctype}* Hprev = work + 2 * first * d + 4 * d;
+        lstm_packed_backward_{ctype}(T_steps, bs, N, d, ({ctype}*)PyArray_DATA(dH_c), ({ctype}*)PyArray_DATA(C_c),
+                                     ({ctype}*)PyArray_DATA(G_c), ({ctype}*)PyArray_DATA(U_c),
+                                     UT_c ? ({ctype}*)PyArray_DATA(UT_c) : NULL, ({ctype}*)PyArray_DATA({dXW}), work, work + first * d, work + 2 * first * d);
+        /* dU = Hprev^T . dXW[first:], Hprev the packed h_(t-1) of every row of steps 1.. */
+        const {ctype}* Hd = (const {ctype}*)PyArray_DATA(H_c);
+        npy_intp o_prev = 0, o = first, w = 0;
+        for (int t = 1; t < T_steps; ++t) {{
+            memcpy(Hprev + w * d, Hd + o_prev * d, (size_t)bs[t] * d * sizeof({ctype}));
+            w += bs[t]; o_prev = o; o += bs[t];
+        }}
+        {ctype}* dUd = ({ctype}*)PyArray_DATA({dU});
+        if (N > first) {{
+            char tn = 'N', tt = 'T';
+            const int m4 = 4 * d, K = (int)(N - first);
+            const {ctype} one = 1, zero = 0;
+            {gemm}(&tn, &tt, &m4, &d, &K, &one, ({ctype}*)PyArray_DATA({dXW}) + (npy_intp)first * 4 * d, &m4,
+                   Hprev, &d, &zero, dUd, &m4);
+        }} else {{
+            memset(dUd, 0, (size_t)d * 4 * d * sizeof({ctype}));
+        }}
+        free(work);
+        Py_XDECREF(UT_c);
+        {release}
+        }}
+        """
+
+
+def previous_states(H: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray:
+    """h_{t−1} of every packed row of steps 1, 2, …: step t's rows are the first rows of step t−1's block."""
+    offsets = _packed_offsets(batch_sizes)
+    return np.concatenate([H[offsets[t - 1] : offsets[t - 1] + n] for t, n in enumerate(batch_sizes) if t > 0]
+                          or [H[:0]])

@@ -40,35 +40,36 @@ def test_packing_lays_out_each_step_as_the_reviews_still_running():
 @pytest.mark.parametrize("batch_sizes", [[3, 3, 2, 2, 1], [1, 1, 1, 1], [4]])
 def test_c_kernels_match_their_numpy_reference_and_the_numeric_gradient(batch_sizes):
     batch_sizes = np.array(batch_sizes, dtype="int64")
-    xw, U, w, bs = at.matrix(), at.matrix(), at.matrix(), at.vector(dtype="int64")
-    hidden = PackedLSTMForward()(xw, U, bs)[0]
+    xW, b, U, w, bs = at.matrix(), at.vector(), at.matrix(), at.matrix(), at.vector(dtype="int64")
+    hidden = PackedLSTMForward()(xW, b, U, bs)[0]
     cost = (hidden * w).sum()
-    outputs = [hidden, *at.grad(cost, [xw, U])]
-    f_c = aesara.function([xw, U, bs, w], outputs)
-    f_py = aesara.function([xw, U, bs, w], outputs, mode=PY_MODE)
+    inputs, wrt = [xW, b, U, bs, w], [xW, b, U]
+    outputs = [hidden, *at.grad(cost, wrt)]
+    f_c = aesara.function(inputs, outputs)
+    f_py = aesara.function(inputs, outputs, mode=PY_MODE)
     rng = np.random.RandomState(0)
     n = int(batch_sizes.sum())
-    args = [rng.randn(n, 4 * DIM), 0.5 * rng.randn(DIM, 4 * DIM), batch_sizes, rng.randn(n, DIM)]
+    args = [rng.randn(n, 4 * DIM), rng.randn(4 * DIM), 0.5 * rng.randn(DIM, 4 * DIM), batch_sizes, rng.randn(n, DIM)]
     for c_value, py_value in zip(f_c(*args), f_py(*args)):
         np.testing.assert_allclose(c_value, py_value, rtol=1e-12, atol=1e-14)
-    f_cost = aesara.function([xw, U, bs, w], cost)
-    _, d_xw, d_U = f_c(*args)
-    for value, analytic in ((args[0], d_xw), (args[1], d_U)):
+    f_cost = aesara.function(inputs, cost)
+    for value, analytic in zip(args[:3], f_c(*args)[1:]):
+        k = value.size // 2 + 1
         step = np.zeros_like(value)
-        step.flat[value.size // 2 + 1] = 1e-6
+        step.flat[k] = 1e-6
         value += step
         up = f_cost(*args)
         value -= 2 * step
         down = f_cost(*args)
         value += step
-        assert (up - down) / 2e-6 == pytest.approx(analytic.flat[value.size // 2 + 1], rel=1e-6, abs=1e-9)
+        assert (up - down) / 2e-6 == pytest.approx(analytic.flat[k], rel=1e-6, abs=1e-9)
 
 
 def test_kernels_refuse_a_layout_that_is_not_packed():
-    xw, U, bs = at.matrix(), at.matrix(), at.vector(dtype="int64")
-    f = aesara.function([xw, U, bs], PackedLSTMForward()(xw, U, bs)[0])
+    xW, b, U, bs = at.matrix(), at.vector(), at.matrix(), at.vector(dtype="int64")
+    f = aesara.function([xW, b, U, bs], PackedLSTMForward()(xW, b, U, bs)[0])
     with pytest.raises(ValueError, match="non-increasing"):
-        f(np.zeros((5, 4 * DIM)), np.zeros((DIM, 4 * DIM)), np.array([2, 3], dtype="int64"))
+        f(np.zeros((5, 4 * DIM)), np.zeros(4 * DIM), np.zeros((DIM, 4 * DIM)), np.array([2, 3], dtype="int64"))
 
 
 def models(options, seqs, labels, mode=None):

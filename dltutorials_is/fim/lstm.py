@@ -235,7 +235,7 @@ class FastPrivateTrainer(_PrivateTrainer):
         # Input projections of each distinct word once, then gathered per position: the
         # gradient then sums per word before the matrix products, which shrink from L to k rows.
         # One review packed is one row per step (batch_sizes all 1).
-        hidden = PackedLSTMForward()((at.dot(self.rows, W) + b)[local], U, at.ones_like(local))[0]
+        hidden = PackedLSTMForward()(at.dot(self.rows, W)[local], b, U, at.ones_like(local))[0]
         proj = (hidden.sum(axis=0) / at.cast(local.shape[0], spec.floatX))[None, :]
         if spec.use_dropout:
             proj = graph.dropout(proj, use_noise, self.trng)

@@ -239,8 +239,8 @@ def fast_encoder(tparams: OrderedDict, dim_proj: int):
     batch_sizes = at.vector("batch_sizes", dtype="int64")
     owner = at.vector("owner", dtype="int64")
     lengths = at.vector("lengths", dtype=floatX)
-    xw = at.dot(tparams["Wemb"][tokens], tparams["lstm_W"]) + tparams["lstm_b"]
-    h = PackedLSTMForward()(xw, tparams["lstm_U"], batch_sizes)[0]
+    xW = at.dot(tparams["Wemb"][tokens], tparams["lstm_W"])
+    h = PackedLSTMForward()(xW, tparams["lstm_b"], tparams["lstm_U"], batch_sizes)[0]
     summed = at.inc_subtensor(at.zeros((lengths.shape[0], dim_proj), dtype=floatX)[owner], h)
     return [tokens, batch_sizes, owner, lengths], summed / lengths[:, None]
 

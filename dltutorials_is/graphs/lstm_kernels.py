@@ -12,12 +12,12 @@ Math: the tutorial's masked step. For a running review the mask is 1, and `m·a 
 is exactly a; a finished review's state is carried unchanged and never read again except by the
 mean-pooling, which the tutorial masks out. So per running row:
 
-    pre = h_{t-1}·U + xw_t;  i, f, o = σ(pre_i), σ(pre_f), σ(pre_o);  g = tanh(pre_c)
+    pre = h_{t-1}·U + (x_t·W + b);  i, f, o = σ(pre_i), σ(pre_f), σ(pre_o);  g = tanh(pre_c)
     c_t = f·c_{t-1} + i·g;   h_t = o·tanh(c_t);    h_{-1} = c_{-1} = 0
 
 with σ(x) = 1/(1 + exp(−x)), Aesara's own C sigmoid. Everything not sequential (the input
-projection xw = emb·W + b, its gradients, the pooling) stays in ordinary Aesara ops, as big matrix
-products over the packed tokens. `perform` implements the same in numpy: used where Aesara has no
+product x·W, its gradients, the pooling) stays in ordinary Aesara ops, as big matrix products over the
+packed tokens. `perform` implements the same in numpy: used where Aesara has no
 C compiler, and tested against the C code.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ static void rowmajor_gemm_{T}(const int rows, const int k, const int n, const {T
 }}
 
 static int lstm_packed_forward_{T}(const int T_steps, const npy_int64* bs, const int d,
-                                   const {T}* __restrict__ xw, const {T}* U,
+                                   const {T}* __restrict__ xw, const {T}* __restrict__ b, const {T}* U,
                                    {T}* __restrict__ H, {T}* __restrict__ C, {T}* __restrict__ G,
                                    {T}* scratch)
 {{
@@ -85,11 +85,13 @@ static int lstm_packed_forward_{T}(const int T_steps, const npy_int64* bs, const
         const int n = (int)bs[t];
         {T}* __restrict__ g = G + o * d4;                 /* pre-activations, then gate values */
         const {T}* __restrict__ x = xw + o * d4;
-        if (t > 0) {{
-            rowmajor_gemm_{T}(n, d, d4, H + o_prev * d, U, 0, 0, g, scratch);
-            for (npy_intp j = 0; j < (npy_intp)n * d4; ++j) g[j] += x[j];
-        }} else {{
-            for (npy_intp j = 0; j < (npy_intp)n * d4; ++j) g[j] = x[j];
+        /* (x·W + b) first, then h·U + that, in the tutorial's order */
+        if (t > 0) rowmajor_gemm_{T}(n, d, d4, H + o_prev * d, U, 0, 0, g, scratch);
+        for (int r = 0; r < n; ++r) {{
+            {T}* __restrict__ gr = g + (npy_intp)r * d4;
+            const {T}* __restrict__ xr = x + (npy_intp)r * d4;
+            if (t > 0) for (int j = 0; j < d4; ++j) gr[j] += xr[j] + b[j];
+            else for (int j = 0; j < d4; ++j) gr[j] = xr[j] + b[j];
         }}
         for (int r = 0; r < n; ++r) {{
             {T}* __restrict__ gr = g + (npy_intp)r * d4;
@@ -214,13 +216,15 @@ class _PackedKernel(COp):
         return ldflags(libs=False, include_dir=True)
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
 
 def _as_inputs(*values):
+    """Aesara variables of the kernels' inputs: float matrices of one dtype (the bias a vector), then
+    the int64 batch_sizes."""
     *floats, batch_sizes = [at.as_tensor_variable(v) for v in values]
     dtype = floats[0].dtype
-    if dtype not in _C_TYPES or any(v.dtype != dtype or v.ndim != 2 for v in floats):
+    if dtype not in _C_TYPES or any(v.dtype != dtype or v.ndim not in (1, 2) for v in floats):
         raise TypeError("the packed LSTM kernels need float matrices of one dtype")
     if batch_sizes.ndim != 1 or batch_sizes.dtype != "int64":
         raise TypeError("batch_sizes must be an int64 vector")
@@ -228,17 +232,22 @@ def _as_inputs(*values):
 
 
 class PackedLSTMForward(_PackedKernel):
-    """(xw: N×4d packed input projections, U: d×4d, batch_sizes: T) → (H: N×d, C: N×d, G: N×4d gate
-    values [i, f, o, g]). Only H may be differentiated."""
+    """(xW: N×4d packed input products emb·W, b: 4d, U: d×4d, batch_sizes: T) → (H: N×d, C: N×d,
+    G: N×4d gate values [i, f, o, g]). Only H may be differentiated.
 
-    def make_node(self, xw, U, batch_sizes):
-        inputs, dtype = _as_inputs(xw, U, batch_sizes)
+    The bias is added inside (xW + b, then h·U + that, the tutorial's order) so that its gradient,
+    the column sums of dXW, is summed by the backward loop instead of a slow strided reduction.
+    """
+
+    def make_node(self, xW, b, U, batch_sizes):
+        inputs, dtype = _as_inputs(xW, b, U, batch_sizes)
         return Apply(self, inputs, [at.matrix(dtype=dtype) for _ in range(3)])
 
     def perform(self, node, inputs, outputs):
-        xw, U, batch_sizes = inputs
-        check_batch_sizes(batch_sizes, len(xw))
+        xW, b, U, batch_sizes = inputs
+        check_batch_sizes(batch_sizes, len(xW))
         d = U.shape[0]
+        xw = xW + b
         H, C, G = np.empty((len(xw), d), xw.dtype), np.empty((len(xw), d), xw.dtype), np.empty_like(xw)
         offsets = _packed_offsets(batch_sizes)
         for t, n in enumerate(batch_sizes):
@@ -253,33 +262,34 @@ class PackedLSTMForward(_PackedKernel):
             out[0] = value
 
     def grad(self, inputs, output_grads):
-        xw, U, batch_sizes = inputs
+        xW, b, U, batch_sizes = inputs
         dH, dC, dG = output_grads
         if not (isinstance(dC.type, DisconnectedType) and isinstance(dG.type, DisconnectedType)):
             raise NotImplementedError("only the hidden states H may be differentiated")
-        H, C, G = self(xw, U, batch_sizes)
-        dxw, dU = PackedLSTMBackward()(dH, H, C, G, U, batch_sizes)
-        return [dxw, dU, disconnected_type()]
+        H, C, G = self(xW, b, U, batch_sizes)
+        dxw, db, dU = PackedLSTMBackward()(dH, H, C, G, U, batch_sizes)
+        return [dxw, db, dU, disconnected_type()]
 
     def connection_pattern(self, node):
-        return [[True, False, False], [True, False, False], [False, False, False]]
+        return [[True, False, False]] * 3 + [[False, False, False]]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        xw, U, batch_sizes = inputs
+        xW, b, U, batch_sizes = inputs
         H, C, G = outputs
         ctype, typenum, _, _ = _C_TYPES[node.inputs[0].dtype]
         fail = sub["fail"]
-        release = "Py_DECREF(xw_c); Py_DECREF(U_c); Py_DECREF(bs_c);"
+        release = "Py_DECREF(xw_c); Py_DECREF(b_c); Py_DECREF(U_c); Py_DECREF(bs_c);"
         return f"""
         {{
-        PyArrayObject* xw_c = PyArray_GETCONTIGUOUS({xw});
+        PyArrayObject* xw_c = PyArray_GETCONTIGUOUS({xW});
+        PyArrayObject* b_c = PyArray_GETCONTIGUOUS({b});
         PyArrayObject* U_c = PyArray_GETCONTIGUOUS({U});
         PyArrayObject* bs_c = PyArray_GETCONTIGUOUS({batch_sizes});
         const npy_intp N = PyArray_DIMS(xw_c)[0];
         const int d = (int)PyArray_DIMS(U_c)[0];
-        if (PyArray_DIMS(xw_c)[1] != 4 * d || PyArray_DIMS(U_c)[1] != 4 * d) {{
+        if (PyArray_DIMS(xw_c)[1] != 4 * d || PyArray_DIMS(U_c)[1] != 4 * d || PyArray_DIMS(b_c)[0] != 4 * d) {{
             {release}
-            PyErr_SetString(PyExc_ValueError, "PackedLSTMForward: xw and U must have 4*d columns");
+            PyErr_SetString(PyExc_ValueError, "PackedLSTMForward: xW, b and U must have 4*d columns");
             {fail}
         }}
         {_C_CHECK.format(N="N", release=release, fail=fail)}
@@ -288,9 +298,9 @@ class PackedLSTMForward(_PackedKernel):
         {_contiguous_output(C, "hd", typenum, release + fail)}
         {_contiguous_output(G, "gd", typenum, release + fail)}
         {ctype}* scratch = ({ctype}*)malloc(4 * d * sizeof({ctype}));
-        lstm_packed_forward_{ctype}(T_steps, bs, d, ({ctype}*)PyArray_DATA(xw_c), ({ctype}*)PyArray_DATA(U_c),
-                                    ({ctype}*)PyArray_DATA({H}), ({ctype}*)PyArray_DATA({C}),
-                                    ({ctype}*)PyArray_DATA({G}), scratch);
+        lstm_packed_forward_{ctype}(T_steps, bs, d, ({ctype}*)PyArray_DATA(xw_c), ({ctype}*)PyArray_DATA(b_c),
+                                    ({ctype}*)PyArray_DATA(U_c), ({ctype}*)PyArray_DATA({H}),
+                                    ({ctype}*)PyArray_DATA({C}), ({ctype}*)PyArray_DATA({G}), scratch);
         free(scratch);
         {release}
         }}
@@ -299,11 +309,12 @@ class PackedLSTMForward(_PackedKernel):
 
 class PackedLSTMBackward(_PackedKernel):
     """(dH, H, C, G, U, batch_sizes) → (dXW: N×4d, the gradient with respect to the pre-activations;
-    dU: d×4d = Σ_t h_{t−1}ᵀ·dpre_t, one matrix product over every packed row but the first step's)."""
+    db: 4d, its column sums; dU: d×4d = Σ_t h_{t−1}ᵀ·dpre_t, one matrix product over every packed row
+    but the first step's)."""
 
     def make_node(self, dH, H, C, G, U, batch_sizes):
         inputs, dtype = _as_inputs(dH, H, C, G, U, batch_sizes)
-        return Apply(self, inputs, [at.matrix(dtype=dtype), at.matrix(dtype=dtype)])
+        return Apply(self, inputs, [at.matrix(dtype=dtype), at.vector(dtype=dtype), at.matrix(dtype=dtype)])
 
     def perform(self, node, inputs, outputs):
         dH, H, C, G, U, batch_sizes = inputs
@@ -328,11 +339,12 @@ class PackedLSTMBackward(_PackedKernel):
                 dh[:n] = dXW[rows] @ U.T
         first = batch_sizes[0]
         outputs[0][0] = dXW
-        outputs[1][0] = previous_states(H, batch_sizes).T @ dXW[first:]
+        outputs[1][0] = dXW.sum(axis=0)
+        outputs[2][0] = previous_states(H, batch_sizes).T @ dXW[first:]
 
     def c_code(self, node, name, inputs, outputs, sub):
         dH, H, C, G, U, batch_sizes = inputs
-        dXW, dU = outputs
+        dXW, db, dU = outputs
         ctype, typenum, _, gemm = _C_TYPES[node.inputs[0].dtype]
         fail = sub["fail"]
         release = ("Py_DECREF(dH_c); Py_DECREF(H_c); Py_DECREF(C_c); Py_DECREF(G_c); Py_DECREF(U_c); "
@@ -348,9 +360,14 @@ class PackedLSTMBackward(_PackedKernel):
         const npy_intp N = PyArray_DIMS(C_c)[0];
         const int d = (int)PyArray_DIMS(C_c)[1];
         {_C_CHECK.format(N="N", release=release, fail=fail)}
-        npy_intp gd[2] = {{N, 4 * d}}, ud[2] = {{d, 4 * d}};
+        npy_intp gd[2] = {{N, 4 * d}}, ud[2] = {{d, 4 * d}}, bd[1] = {{4 * d}};
         {_contiguous_output(dXW, "gd", typenum, release + fail)}
         {_contiguous_output(dU, "ud", typenum, release + fail)}
+        if (!{db} || PyArray_NDIM({db}) != 1 || PyArray_DIMS({db})[0] != 4 * d || !PyArray_IS_C_CONTIGUOUS({db})) {{
+            Py_XDECREF({db});
+            {db} = (PyArrayObject*)PyArray_EMPTY(1, bd, {typenum}, 0);
+            if (!{db}) {{ {release} {fail} }}
+        }}
         const int first = (int)bs[0];
         PyArrayObject* UT_c = NULL;
         if (first == 1) {{
@@ -360,9 +377,16 @@ class PackedLSTMBackward(_PackedKernel):
         }}
         {ctype}* work = ({ctype}*)malloc(((size_t)2 * first * d + 4 * d + (size_t)(N - first) * d) * sizeof({ctype}));
         {ctype}* Hprev = work + 2 * first * d + 4 * d;
+        {ctype}* dXWd = ({ctype}*)PyArray_DATA({dXW});
         lstm_packed_backward_{ctype}(T_steps, bs, N, d, ({ctype}*)PyArray_DATA(dH_c), ({ctype}*)PyArray_DATA(C_c),
                                      ({ctype}*)PyArray_DATA(G_c), ({ctype}*)PyArray_DATA(U_c),
-                                     UT_c ? ({ctype}*)PyArray_DATA(UT_c) : NULL, ({ctype}*)PyArray_DATA({dXW}), work, work + first * d, work + 2 * first * d);
+                                     UT_c ? ({ctype}*)PyArray_DATA(UT_c) : NULL, dXWd, work, work + first * d,
+                                     work + 2 * first * d);
+        /* db = the column sums of dXW, row by row */
+        {ctype}* dbd = ({ctype}*)PyArray_DATA({db});
+        for (int j = 0; j < 4 * d; ++j) dbd[j] = 0;
+        for (npy_intp r = 0; r < N; ++r)
+            for (int j = 0; j < 4 * d; ++j) dbd[j] += dXWd[r * 4 * d + j];
         /* dU = Hprev^T . dXW[first:], Hprev the packed h_(t-1) of every row of steps 1.. */
         const {ctype}* Hd = (const {ctype}*)PyArray_DATA(H_c);
         npy_intp o_prev = 0, o = first, w = 0;
@@ -375,8 +399,7 @@ class PackedLSTMBackward(_PackedKernel):
             char tn = 'N', tt = 'T';
             const int m4 = 4 * d, K = (int)(N - first);
             const {ctype} one = 1, zero = 0;
-            {gemm}(&tn, &tt, &m4, &d, &K, &one, ({ctype}*)PyArray_DATA({dXW}) + (npy_intp)first * 4 * d, &m4,
-                   Hprev, &d, &zero, dUd, &m4);
+            {gemm}(&tn, &tt, &m4, &d, &K, &one, dXWd + (npy_intp)first * 4 * d, &m4, Hprev, &d, &zero, dUd, &m4);
         }} else {{
             memset(dUd, 0, (size_t)d * 4 * d * sizeof({ctype}));
         }}

@@ -242,7 +242,7 @@ class LstmBackend(Backend):
             model.optimiser, model.f_pred  # compile now
             return model
 
-        return _cached(("lstm", self.floatX, *(options[k] for k in GRAPH_OPTIONS)), build)
+        return _cached(("lstm", self.floatX, *(options.get(k) for k in GRAPH_OPTIONS)), build)
 
     def prepare(self, spec: RunSpec, rng: np.random.RandomState) -> Experiment:
         aesara.config.floatX = self.floatX  # init_params() reads the global setting

@@ -41,6 +41,7 @@ SHIM = os.path.join(REPO_ROOT, "tools", "original_shim")
 DEFAULT_ORIGINAL = os.path.join(os.path.dirname(REPO_ROOT), "shared", "originals")
 OPTIONS = dict(dim_proj=128, batch_size=16, n_words=10000, maxlen=100, use_dropout=True, encoder="lstm", ydim=2)
 SEED = 123
+VALID_BATCH_SIZE = 64  # the tutorial's valid_batch_size: prediction is timed on minibatches this size
 
 
 def peak_rss_mb() -> float:
@@ -57,12 +58,18 @@ def load_training_set(protocol, data_dir):
 
 
 def port_step(train, graph):
-    """`update(indices)`: our model's training step, the graph named by `graph`."""
+    """`(update(indices), predict(indices))`: our model's training step and its classes (dropout off),
+    the graph named by `graph`."""
     from dltutorials_is.models.lstm import LstmModel
 
     model = LstmModel(dict(OPTIONS, optimizer="adadelta", graph=graph), train, SEED)
-    model.optimiser  # compile now
-    return lambda indices: model.train_step(indices, np.ones(len(indices))).cost
+    model.optimiser, model.f_pred  # compile now
+
+    def predict(indices):
+        model.graph.use_noise.set_value(np.asarray(0.0, dtype=model.floatX))
+        return model.f_pred(*model.minibatch(indices)[0])
+
+    return (lambda indices: model.train_step(indices, np.ones(len(indices))).cost), predict
 
 
 def original_step(train, source):
@@ -77,7 +84,7 @@ def original_step(train, source):
     import theano.tensor as tensor
 
     tparams = original.init_tparams(original.init_params(dict(OPTIONS)))
-    use_noise, x, mask, y, _, _, cost = original.build_model(tparams, dict(OPTIONS))
+    use_noise, x, mask, y, _, f_pred, cost = original.build_model(tparams, dict(OPTIONS))
     grads = tensor.grad(cost, wrt=list(tparams.values()))
     f_grad_shared, f_update = original.adadelta(tensor.scalar(name="lr"), tparams, grads, x, mask, y, cost)
     use_noise.set_value(original.numpy_floatX(1.0))
@@ -88,16 +95,21 @@ def original_step(train, source):
         f_update(0.0001)
         return cost
 
-    return update
+    def predict(indices):
+        use_noise.set_value(original.numpy_floatX(0.0))
+        x, mask, _ = prepare_data([train[0][t] for t in indices], [train[1][t] for t in indices])
+        return f_pred(x, mask)
+
+    return update, predict
 
 
 def build_step(name, train, args):
     return original_step(train, args.original) if name == "original" else port_step(train, name)
 
 
-def epoch_batches(train):
+def epoch_batches(train, size=OPTIONS["batch_size"]):
     order = np.random.RandomState(SEED).permutation(len(train[0]))
-    return [order[i:i + OPTIONS["batch_size"]] for i in range(0, len(order), OPTIONS["batch_size"])]
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def work_of(step, train, batches):
@@ -117,9 +129,9 @@ def time_in_turns(steps: dict, batches_of: dict, repeats: int) -> dict:
         for k in range(len(batches_of[names[0]])):
             for name in names if k % 2 == 0 else names[::-1]:
                 start = time.perf_counter()
-                cost = steps[name](batches_of[name][k])
+                out = steps[name](batches_of[name][k])
                 totals[name] += time.perf_counter() - start
-                if not np.isfinite(cost):
+                if not np.all(np.isfinite(out)):
                     raise SystemExit(f"{name}: non-finite cost during the benchmark")
         for name in names:
             seconds[name].append(totals[name])
@@ -133,19 +145,22 @@ def run_speed_worker(args):
     train = load_training_set(args.protocol, args.data_dir)
     batches = epoch_batches(train)
     timed = batches[:args.updates] if args.updates else batches
-    steps = {name: build_step(name, train, args) for name in args.steps}
-    seconds = time_in_turns(steps, {name: timed for name in steps}, args.repeats)
+    built = {name: build_step(name, train, args) for name in args.steps}
+    seconds = time_in_turns({n: b[0] for n, b in built.items()}, dict.fromkeys(built, timed), args.repeats)
+    predicted = epoch_batches(train, VALID_BATCH_SIZE)[:max(1, len(timed) // 4)]
+    predicting = time_in_turns({n: b[1] for n, b in built.items()}, dict.fromkeys(built, predicted), args.repeats)
     result = {"updates": len(timed), "updates_per_epoch": len(batches)}
     for name, values in seconds.items():
         per_epoch = work_of(name, train, batches) / work_of(name, train, timed)
         result[name] = {"seconds_per_update": float(np.median(values)) / len(timed),
                         "seconds_per_epoch": float(np.median(values)) * per_epoch,
-                        "ratio": float(np.median(np.array(values) / np.array(seconds["original"])))
-                        if "original" in seconds else None,
-                        "epoch_ratio": None}
+                        "ratio": None, "epoch_ratio": None, "predict_ratio": None}
     if "original" in seconds:
         for name in seconds:
-            result[name]["epoch_ratio"] = result[name]["seconds_per_epoch"] / result["original"]["seconds_per_epoch"]
+            result[name].update(
+                ratio=float(np.median(np.array(seconds[name]) / np.array(seconds["original"]))),
+                epoch_ratio=result[name]["seconds_per_epoch"] / result["original"]["seconds_per_epoch"],
+                predict_ratio=float(np.median(np.array(predicting[name]) / np.array(predicting["original"]))))
     print(json.dumps(result), flush=True)
 
 
@@ -155,7 +170,7 @@ def run_memory_worker(args):
 
     train = load_training_set(args.protocol, args.data_dir)
     batches = sorted(epoch_batches(train), key=lambda b: -max(len(train[0][t]) for t in b))
-    step = build_step(args.steps[0], train, args)
+    step = build_step(args.steps[0], train, args)[0]
     before = peak_rss_mb()
     for indices in batches[:args.memory_batches]:
         step(indices)
@@ -234,7 +249,7 @@ def main():
     print(f"{args.repeats} repeats, steps in turns on the same minibatches; {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"{'protocol':<9}{'floatX':<8}{'step':<10}{'updates':>8}{'s/update':>10}{'s/epoch':>9}"
-          f"{'÷ original':>11}{'epoch ÷':>9}{'peak MB':>9}")
+          f"{'÷ original':>11}{'epoch ÷':>9}{'predict ÷':>10}{'peak MB':>9}")
     for protocol in args.protocols:
         for floatX in args.floatX:
             speed = worker("speed", protocol, floatX, args.steps, args)
@@ -244,9 +259,10 @@ def main():
             for step in args.steps:
                 memory = {} if args.no_memory else worker("memory", protocol, floatX, [step], args)
                 r = speed[step]
-                ratio = "" if r["ratio"] is None else f"{r['ratio']:11.3f}{r['epoch_ratio']:9.3f}"
+                ratio = "" if r["ratio"] is None else \
+                    f"{r['ratio']:11.3f}{r['epoch_ratio']:9.3f}{r['predict_ratio']:10.3f}"
                 print(f"{protocol:<9}{floatX:<8}{step:<10}{speed['updates']:8d}{r['seconds_per_update']:10.4f}"
-                      f"{r['seconds_per_epoch']:9.1f}{ratio:<20}{memory.get('peak_rss_mb', float('nan')):9.0f}",
+                      f"{r['seconds_per_epoch']:9.1f}{ratio:<30}{memory.get('peak_rss_mb', float('nan')):9.0f}",
                       flush=True)
             if not args.no_sampler and protocol == "paper":
                 sampled = worker("sampler", protocol, floatX, ["fast"], args)
@@ -255,7 +271,8 @@ def main():
                          f"{sampled['per_token']:.3f} per token, {sampled['per_update']:.3f} per update "
                          f"(tokens {sampled['tokens']})"), flush=True)
     print("÷ original: median over repeats of (this step's seconds / the original's) on the same minibatches; "
-          "epoch ÷: the same for\nthe extrapolated epoch; peak MB: ru_maxrss of a process running the epoch's "
+          "epoch ÷: the same for\nthe extrapolated epoch; predict ÷: the same for predicting classes (dropout off) "
+          f"on {VALID_BATCH_SIZE}-review minibatches; peak MB: ru_maxrss of a process running the epoch's "
           f"{args.memory_batches} largest minibatches with that step alone")
 
 

@@ -20,6 +20,8 @@ import aesara
 import aesara.tensor as at
 from aesara.tensor.xlogx import xlogy0
 
+from dltutorials_is.graphs.rnnrbm_ops import RnnRecurrence, SigmoidBernoulli
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # the MRG generator is what the tutorial used
     from aesara.sandbox.rng_mrg import MRG_RandomStream
@@ -81,15 +83,66 @@ def build_rbm(v, W, bv, bh, k: int, srng: MRG_RandomStream):
 
     chain, updates = aesara.scan(lambda v: gibbs_step(v)[1], outputs_info=[v], n_steps=k)
     v_sample = chain[-1]
-
     mean_v = gibbs_step(v_sample)[0]
+    return (v_sample, *_rbm_objectives(v, v_sample, mean_v, W, bv, bh), updates)
+
+
+def _rbm_objectives(v, v_sample, mean_v, W, bv, bh):
+    """(cost, monitor) of `build_rbm`, given the negative particles and the monitor's visible mean."""
     monitor = (xlogy0(v, mean_v) + xlogy0(1 - v, 1 - mean_v)).sum() / v.shape[0]
 
     def free_energy(v):
         return -(v * bv).sum() - at.log(1 + at.exp(at.dot(v, W) + bh)).sum()
 
     cost = (free_energy(v) - free_energy(v_sample)) / v.shape[0]
-    return v_sample, cost, monitor, updates
+    return cost, monitor
+
+
+class FastStream:
+    """One sub-stream set of `srng` that `SigmoidBernoulli` draws from, standing in for one
+    `srng.binomial` call of the tutorial's graph.
+
+    It is created exactly as `srng.uniform` creates the state of a call with a symbolic size (the
+    next 15,360 sub-streams of `srng`), so the tutorial's graph and the fast one draw the same numbers
+    from the same seed. Each `bernoulli` advances the state as one more scan iteration of the
+    tutorial's chain would; the last one (`last=True`) gives the state back by rows, which becomes
+    the shared state's default update and is recorded in `srng.state_updates` (for `srng.seed`,
+    `stream_states` and checkpoints), as `srng.uniform` does.
+    """
+
+    def __init__(self, srng: MRG_RandomStream, size, dtype: str):
+        self.srng, self.size = srng, size
+        self.shared = aesara.shared(srng.get_substream_rstates(srng.n_streams(size), dtype))
+        self.state, self.by_rows = self.shared, True
+
+    def bernoulli(self, pre, last: bool = False):
+        """[u < sigmoid(pre)], u the stream's next uniforms: `srng.binomial(p=sigmoid(pre))`."""
+        op = SigmoidBernoulli(rows_in=self.by_rows, rows_out=last)
+        self.state, sample = op(self.state, pre)
+        self.by_rows = last
+        if last:
+            self.srng.state_updates.append((self.shared, self.state, self.size, None))
+            self.shared.default_update = self.state
+        return sample
+
+
+def build_rbm_fast(v, W, bv, bh, k: int, srng: MRG_RandomStream):
+    """`build_rbm` for a batch of frames (v and the biases one row per frame), same results, without
+    scan: the k Gibbs steps unrolled, each binomial a `SigmoidBernoulli` on a `FastStream` taking
+    the place of the tutorial's `srng.binomial` call (created in the tutorial's order: the chain's
+    hidden and visible streams, then the monitor's). The chain needs no gradient: the tutorial holds
+    v_sample constant."""
+    dtype = aesara.config.floatX
+    streams = [FastStream(srng, b.shape, dtype) for b in (bh, bv, bh, bv)]
+    chain_h, chain_v, monitor_h, monitor_v = streams
+    v_sample = v
+    for step in range(1, k + 1):
+        h = chain_h.bernoulli(at.dot(v_sample, W) + bh, last=step == k)
+        v_sample = chain_v.bernoulli(at.dot(h, W.T) + bv, last=step == k)
+    pre_v = at.dot(monitor_h.bernoulli(at.dot(v_sample, W) + bh, last=True), W.T) + bv
+    monitor_v.bernoulli(pre_v, last=True)  # the tutorial draws it, unused: it only takes its place in the stream order
+    updates = {chain_h.shared: chain_h.state, chain_v.shared: chain_v.state}  # the scan's updates
+    return (v_sample, *_rbm_objectives(v, v_sample, at.sigmoid(pre_v), W, bv, bh), updates)
 
 
 @dataclass
@@ -117,6 +170,22 @@ def _next_state(params, v_t, u_tm1):
     return at.tanh(params["bu"] + at.dot(v_t, params["Wvu"]) + at.dot(u_tm1, params["Wuu"]))
 
 
+def _recurrence_biases_fast(params, v):
+    """(bv_t, bh_t) of every frame of v, as `build_training`'s scan computes them: the recurrence
+    alone in the compiled `RnnRecurrence`, the rest as matrix products over all frames."""
+    u = RnnRecurrence()(params["bu"] + at.dot(v, params["Wvu"]), params["Wuu"])
+    u_tm1 = at.concatenate([at.zeros_like(u[:1]), u[:-1]], axis=0)
+    return _recurrence_biases(params, u_tm1)
+
+
+def build_training_fast(params: dict, srng: MRG_RandomStream, k: int = TRAIN_GIBBS_STEPS) -> TrainingGraph:
+    """`build_training`'s graph without scan (see `build_rbm_fast`, `RnnRecurrence`): the same cost,
+    monitor, gradients, random numbers and random-state updates, up to rounding."""
+    v = at.matrix("v")
+    bv_t, bh_t = _recurrence_biases_fast(params, v)
+    return TrainingGraph(v, *build_rbm_fast(v, params["W"], bv_t, bh_t, k, srng))
+
+
 def build_training(params: dict, srng: MRG_RandomStream, k: int = TRAIN_GIBBS_STEPS) -> TrainingGraph:
     """Deterministic RNN pass over v for all biases (bv_t, bh_t), then the conditional RBMs as one batch."""
     n_hidden_recurrent = params["bu"].get_value(borrow=True).shape[0]
@@ -133,6 +202,10 @@ def build_training(params: dict, srng: MRG_RandomStream, k: int = TRAIN_GIBBS_ST
     v_sample, cost, monitor, rbm_updates = build_rbm(v, params["W"], bv_t, bh_t, k, srng)
     updates.update(rbm_updates)
     return TrainingGraph(v, v_sample, cost, monitor, updates)
+
+
+#: The training graphs by `RnnRbmConfig.graph`.
+TRAINING_GRAPHS = {"fast": build_training_fast, "tutorial": build_training}
 
 
 def build_generation(params: dict, srng: MRG_RandomStream, k: int = GENERATE_GIBBS_STEPS, n_steps: int = GENERATE_FRAMES) -> GenerationGraph:
@@ -152,8 +225,9 @@ def build_generation(params: dict, srng: MRG_RandomStream, k: int = GENERATE_GIB
     return GenerationGraph(v_t, updates)
 
 
-def build_rnnrbm(params: dict, srng: MRG_RandomStream, k: int = TRAIN_GIBBS_STEPS, k_generate: int = GENERATE_GIBBS_STEPS, n_generate: int = GENERATE_FRAMES) -> tuple[TrainingGraph, GenerationGraph]:
-    """Both graphs in the tutorial's construction order (which fixes which random sub-stream goes where)."""
-    training = build_training(params, srng, k)
+def build_rnnrbm(params: dict, srng: MRG_RandomStream, k: int = TRAIN_GIBBS_STEPS, k_generate: int = GENERATE_GIBBS_STEPS, n_generate: int = GENERATE_FRAMES, training_graph: str = "tutorial") -> tuple[TrainingGraph, GenerationGraph]:
+    """Both graphs in the tutorial's construction order (which fixes which random sub-stream goes
+    where); the training graph is `TRAINING_GRAPHS[training_graph]`."""
+    training = TRAINING_GRAPHS[training_graph](params, srng, k)
     generation = build_generation(params, srng, k_generate, n_generate)
     return training, generation

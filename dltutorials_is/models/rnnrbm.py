@@ -42,6 +42,9 @@ class RnnRbmConfig:
     seed: int = 0xBEEF  # the tutorial's numpy.random.seed(0xbeef)
     floatX: str = "float64"
     sampler: str = "uniform"
+    #: Training and evaluation graph (`graphs.rnnrbm.TRAINING_GRAPHS`): "fast" (no scan, compiled ops)
+    #: or "tutorial" (the tutorial's scans); the same numbers up to rounding.
+    graph: str = "fast"
 
     @property
     def n_visible(self) -> int:
@@ -91,9 +94,10 @@ class RnnRbmModel:
             mrg_seed, values = draw_initial_state(config, rng)
             self.params = graph.shared_params(values)
             self.srng = graph.random_stream(mrg_seed)
-            self.training, self.generation = graph.build_rnnrbm(self.params, self.srng, config.k)
+            self.training, self.generation = graph.build_rnnrbm(self.params, self.srng, config.k,
+                                                                training_graph=config.graph)
             self.eval_srng = graph.random_stream(evaluation_seed(config.seed))
-            self.evaluation = graph.build_training(self.params, self.eval_srng, config.k)
+            self.evaluation = graph.TRAINING_GRAPHS[config.graph](self.params, self.eval_srng, config.k)
             self.weight = at.scalar("weight")
             self.learning_rate = aesara.shared(np.asarray(config.lr, dtype=config.floatX), name="lr")
 

@@ -213,3 +213,14 @@ def add_rnnrbm_model_arguments(group) -> None:
     group.add_argument("--seed", type=numpy_seed, default=d.seed,
                        help="numpy seed; the MRG seed, W(0) and shuffles follow from it (%(default)s = 0xbeef)")
     group.add_argument("--floatX", choices=FLOAT_TYPES, default=d.floatX, help="(%(default)s)")
+
+
+def add_rnnrbm_graph_argument(group, reload: bool = False) -> None:
+    """`--graph {fast,tutorial}`: which graph computes the training step and the evaluation (the same
+    numbers up to rounding, so a run, a checkpoint or a FIM artefact does not depend on it). With
+    `reload`, its default is None: the config's (a checkpoint's) graph, else "fast"."""
+    default = RnnRbmConfig.graph
+    group.add_argument("--graph", choices=("fast", "tutorial"), default=None if reload else default,
+                       help="fast: the Gibbs chain unrolled and the RNN recurrence as compiled ops, no scan "
+                            "(~3x faster); tutorial: the tutorial's scan graph (default: " + default +
+                            ("; with --reload, the checkpoint's)" if reload else ")"))

@@ -18,7 +18,8 @@ from dltutorials_is.datasets.nottingham import load_nottingham
 from dltutorials_is.errors import entry_point
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.rnnrbm import BASES, DEFAULTS, RnnRbmFimSpec, default_importance_path
-from dltutorials_is.flags import add_on_bad_argument, add_rnnrbm_model_arguments, n_jobs, positive_float, positive_int
+from dltutorials_is.flags import (add_on_bad_argument, add_rnnrbm_graph_argument, add_rnnrbm_model_arguments, n_jobs,
+                                  positive_float, positive_int)
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, initial_values
 
 
@@ -26,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("the training run's options (they fix the chunks and W(0))")
     add_rnnrbm_model_arguments(model)
+    add_rnnrbm_graph_argument(model)
     model.add_argument("--data-dir", type=Path, default=default_data_dir(), help="(%(default)s)")
     model.add_argument("--max-songs", type=positive_int, default=None, help="only the first N training songs (smoke tests)")
     add_on_bad_argument(model)
@@ -50,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     config = RnnRbmConfig(n_hidden=args.n_hidden, n_hidden_recurrent=args.n_hidden_recurrent, r=tuple(args.r),
-                          dt=args.dt, batch_size=args.batch_size, k=args.k, seed=args.seed, floatX=args.floatX)
+                          dt=args.dt, batch_size=args.batch_size, k=args.k, seed=args.seed, floatX=args.floatX,
+                          graph=args.graph)
     out = args.out or default_importance_path(config)
     if not args.pilot:  # a pilot saves nothing
         fim.check_outputs(out, "--out")

@@ -18,7 +18,8 @@ from dltutorials_is.datasets.nottingham import load_nottingham
 from dltutorials_is.errors import entry_point
 from dltutorials_is.fim.driver import SCORE_KINDS, other_score_kinds
 from dltutorials_is.fim.rnnrbm import BASES, default_importance_path, load_or_mine_rnnrbm_importance
-from dltutorials_is.flags import add_on_bad_argument, add_rnnrbm_model_arguments, eval_splits, positive_float, positive_int
+from dltutorials_is.flags import (add_on_bad_argument, add_rnnrbm_graph_argument, add_rnnrbm_model_arguments, eval_splits,
+                                  positive_float, positive_int)
 from dltutorials_is.io import check_writable
 from dltutorials_is.loop import TrainingDiverged
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values
@@ -32,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("model and training (defaults: the tutorial's)")
     add_rnnrbm_model_arguments(model)
+    add_rnnrbm_graph_argument(model, reload=True)
     model.add_argument("--lr", type=positive_float, default=DEFAULTS.lr, help="SGD step size (%(default)s)")
     model.add_argument("--num-epochs", type=positive_int, default=DEFAULTS.num_epochs,
                        help="epochs in all; with --reload, more than the checkpoint has done (%(default)s)")
@@ -70,7 +72,7 @@ def config_from_args(args) -> RnnRbmConfig:
     return RnnRbmConfig(
         n_hidden=args.n_hidden, n_hidden_recurrent=args.n_hidden_recurrent, lr=args.lr, r=tuple(args.r), dt=args.dt,
         batch_size=args.batch_size, num_epochs=args.num_epochs, k=args.k, seed=args.seed, floatX=args.floatX,
-        sampler=args.sampler,
+        sampler=args.sampler, graph=args.graph or DEFAULTS.graph,
     )
 
 
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
 
     check_files(args)
     if args.reload:
-        model, state = load_model(args.saveto)
+        model, state = load_model(args.saveto, graph=args.graph)
         config = model.config
         config.num_epochs = args.num_epochs
         print(f"Reloaded {args.saveto}: {state.epochs_done} epoch(s) done, options {config.to_json()}")

@@ -469,8 +469,9 @@ def run_rnnrbm_port(data_dir: Path, settings: dict, work: Path, timeout: float) 
     work.mkdir()
     command = [sys.executable, str(REPO_ROOT / "rnnrbm" / "train.py"), "--data-dir", str(data_dir),
                "--batch-size", str(settings["batch_size"]), "--num-epochs", str(settings["epochs"]),
-               "--floatX", settings["floatX"], "--seed", str(RNNRBM_SEED), "--sampler", "uniform",
-               "--eval-splits", "", "--saveto", str(work / "rnnrbm_model.npz"), "--log", str(work / "log.jsonl")]
+               "--floatX", settings["floatX"], "--graph", settings["graph"], "--seed", str(RNNRBM_SEED),
+               "--sampler", "uniform", "--eval-splits", "", "--saveto", str(work / "rnnrbm_model.npz"),
+               "--log", str(work / "log.jsonl")]
     if settings["songs"]:
         command += ["--max-songs", str(settings["songs"])]
     env = dict(os.environ, PYTHONPATH=_python_path(REPO_ROOT))
@@ -534,6 +535,8 @@ def build_rnnrbm_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=100,
                         help="frames per training chunk (default: %(default)s, the tutorial's)")
     parser.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="(default: %(default)s)")
+    parser.add_argument("--graph", choices=("fast", "tutorial"), default="fast",
+                        help="the port's training graph, rnnrbm/train.py --graph (default: %(default)s)")
     parser.add_argument("--rtol", type=float, default=1e-6, help="largest relative difference allowed "
                         "(default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: %(default)s)")
@@ -559,7 +562,8 @@ def main_rnnrbm(argv=None) -> int:
     if args.songs < 0:
         parser.error(f"--songs must be 0 (all) or positive, not {args.songs}")
     check_nottingham(args.data_dir)
-    settings = {"songs": args.songs, "epochs": args.epochs, "batch_size": args.batch_size, "floatX": args.floatX}
+    settings = {"songs": args.songs, "epochs": args.epochs, "batch_size": args.batch_size, "floatX": args.floatX,
+                "graph": args.graph}
 
     with workspace(args.keep, "diff-rnnrbm-") as work:
         source = fetch_original(work, folder, git_dir, RNNRBM_GIT_PATHS)

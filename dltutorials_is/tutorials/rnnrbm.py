@@ -150,9 +150,11 @@ def restore_checkpoint(model: RnnRbmModel, path: Path) -> TrainingState:
     return state
 
 
-def load_model(path: Path) -> tuple[RnnRbmModel, TrainingState]:
-    """Rebuild the model a checkpoint came from (same seed, so the same random sub-streams) and restore it."""
+def load_model(path: Path, graph: str | None = None) -> tuple[RnnRbmModel, TrainingState]:
+    """Rebuild the model a checkpoint came from (same seed, so the same random sub-streams) and restore it;
+    `graph` (`RnnRbmConfig.graph`) replaces the checkpoint's: it changes how, not what, the model computes."""
     config = read_checkpoint(path)[0]
+    config.graph = graph or config.graph
     model = RnnRbmModel(config, np.random.RandomState(config.seed))
     return model, restore_checkpoint(model, path)
 

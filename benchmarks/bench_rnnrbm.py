@@ -1,20 +1,25 @@
-"""Seconds per training epoch (uniform and importance sampling) and per FIM chunk of the RNN-RBM port.
+"""Seconds per training epoch of the RNN-RBM: the fast graph, the tutorial's scan graph and the
+tutorial's own rnnrbm.py side by side on the same chunks; IS epoch, evaluation and FIM of the port.
 
 On the real Nottingham training set (694 songs), the tutorial's model (150 hidden, 100 recurrent,
 CD-15, seed 0xbeef), for each --floatX and --batch-sizes:
 
-* compile: seconds to build and compile the training and evaluation functions;
-* uniform epoch: the tutorial's step (`RnnRbmModel.train_function`, weight 1) on --chunks chunks
-  drawn at random without replacement; seconds per epoch = their mean seconds per update x N
-  (an epoch visits each of the N chunks once);
-* IS epoch: the same step, with the IS weights, on the first --chunks of an `ImportanceSampler`
+* compile: seconds to build and compile each arm's training function;
+* training epoch, side by side: one training update on each of --chunks chunks drawn at random
+  without replacement, by each arm in turn: our `RnnRbmModel.train_step` (weight 1) with the fast
+  graph (`--graph fast`, the default) and with the tutorial's graph (`--graph tutorial`), and the
+  original's own `RnnRbm.train_function` (its rnnrbm.py from --original, run under Aesara through
+  tools/original_shim). The arms take turns within each repeat (interleaved), so that a change in the
+  machine's load hits all of them; seconds per epoch = the median over repeats of the arm's mean
+  seconds per update x N (an epoch visits each of the N chunks once; extrapolated). Then the ratios;
+* IS epoch: the fast step, with the IS weights, on the first --chunks of an `ImportanceSampler`
   epoch's N i.i.d. draws from P; seconds per epoch = mean seconds per update x N. P is a mined FIM
   artefact given with --importance when one matches the training set, otherwise the uniform P (then
   the arm only differs from the uniform one by sampling with replacement, which the line says);
-* evaluation: the per-epoch no-update pass (`evaluate_function`) over the N training chunks,
-  extrapolated the same way from the uniform arm's chunks;
-* FIM: `rnnrbm/fim.py`'s private trainer (default eps, lr, max_iters, all bases scored) on
-  --fim-chunks random chunks; seconds per chunk (their mean), private steps per chunk, and the
+* evaluation: the per-epoch no-update pass (`evaluate_function`) over the N training chunks, fast
+  and tutorial graph interleaved, extrapolated the same way from the training arms' chunks;
+* FIM: `rnnrbm/fim.py`'s private trainer (default eps, lr, max_iters, all bases scored, fast graph)
+  on --fim-chunks random chunks; seconds per chunk (their mean), private steps per chunk, and the
   single-process wall time of FIM over all N chunks extrapolated from them.
 
 Every figure is the median over --repeats repeats of the same chunks, and each is printed with the
@@ -22,19 +27,27 @@ load average at the time (`os.getloadavg`, what `uptime` shows): the machine may
 
     python benchmarks/bench_rnnrbm.py
     python benchmarks/bench_rnnrbm.py --floatX float64 float32 --batch-sizes 50 100 --chunks 100 --repeats 5
+    python benchmarks/bench_rnnrbm.py --original ../shared/originals --no-fim
     python benchmarks/bench_rnnrbm.py --importance fim_rnnrbm_seed48879_b100_h150_u100_dt0.3_r21-109.pkl
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run from a checkout
+SHIM = REPO_ROOT / "tools" / "original_shim"
+DEFAULT_ORIGINAL = REPO_ROOT.parent / "shared" / "originals"  # where tools/diff_against_original.py looks
+GRAPHS = ("fast", "tutorial")
 
 from dltutorials_is.datasets.download import default_data_dir  # noqa: E402  (configures Aesara's BLAS first)
 from dltutorials_is.datasets.nottingham import load_nottingham  # noqa: E402
@@ -51,12 +64,46 @@ def load() -> str:
 
 
 def median_seconds(work, repeats: int) -> float:
-    times = []
+    return interleaved_medians({"work": work}, repeats)["work"]
+
+
+def interleaved_medians(work: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each work over `repeats` rounds, the works taking turns within a round."""
+    times: dict[str, list[float]] = {name: [] for name in work}
     for _ in range(repeats):
+        for name, run in work.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def original_module(folder: Path):
+    """The tutorial's own rnnrbm.py from `folder`, importable under Aesara through the shim."""
+    sys.path[:0] = [str(SHIM), str(SHIM / "fallback")]
+    spec = importlib.util.spec_from_file_location("original_rnnrbm", folder / "rnnrbm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # it seeds numpy's global generator, which nothing here uses
+    return module
+
+
+def training_arms(config: RnnRbmConfig, arrays, original) -> dict[str, Callable[[np.ndarray], object]]:
+    """Arm name -> one training update on a chunk, each arm compiled (the time printed)."""
+    arms = {}
+    for graph in GRAPHS:
         start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        model = RnnRbmModel(replace(config, graph=graph), np.random.RandomState(config.seed), arrays)
+        model.train_function, model.evaluate_function
+        print(f"  compile, {graph} graph (training + evaluation functions): {time.perf_counter() - start:.1f} s   "
+              f"[{load()}]", flush=True)
+        arms[graph] = model
+    if original is not None:
+        start = time.perf_counter()
+        rbm = original.RnnRbm(config.n_hidden, config.n_hidden_recurrent, config.lr, config.r, config.dt)
+        print(f"  compile, the original's RnnRbm (training + generation functions): "
+              f"{time.perf_counter() - start:.1f} s   [{load()}]", flush=True)
+        arms["original"] = rbm
+    return arms
 
 
 def matching_p(paths: list[Path], songs, config: RnnRbmConfig, n: int) -> tuple[np.ndarray, str]:
@@ -71,37 +118,47 @@ def matching_p(paths: list[Path], songs, config: RnnRbmConfig, n: int) -> tuple[
     return np.full(n, 1.0 / n), "P uniform (no --importance artefact matches): draws i.i.d., weights 1"
 
 
-def bench_training(config: RnnRbmConfig, songs, args, rng: np.random.RandomState) -> None:
+def bench_training(config: RnnRbmConfig, songs, args, rng: np.random.RandomState, original) -> None:
     arrays = chunk_arrays(songs, config.batch_size)
     n = len(arrays)
     frames = np.array([len(a) for a in arrays])
     print(f"  {n} chunks of <= {config.batch_size} frames (mean {frames.mean():.1f} frames)")
-
-    model = RnnRbmModel(config, np.random.RandomState(config.seed), arrays)
-    start = time.perf_counter()
-    model.train_function, model.evaluate_function
-    print(f"  compile (training + evaluation functions): {time.perf_counter() - start:.1f} s   [{load()}]")
-
-    def train_step(i, weight):
-        model.train_step(np.array([i]), np.array([weight]))
-
+    arms = training_arms(config, arrays, original)
+    models = {graph: arms[graph] for graph in GRAPHS}
+    one = np.ones(1)
     uniform = rng.choice(n, size=min(args.chunks, n), replace=False)
-    per_update = median_seconds(lambda: [train_step(i, 1.0) for i in uniform], args.repeats) / len(uniform)
-    print(f"  uniform epoch: {per_update * n:.1f} s  ({per_update * 1e3:.1f} ms per update x {n} updates; "
-          f"extrapolated from {len(uniform)} random chunks, mean {frames[uniform].mean():.1f} frames)   [{load()}]")
+
+    def updates(arm):
+        if arm == "original":
+            return lambda: [arms[arm].train_function(arrays[i]) for i in uniform]
+        return lambda: [arms[arm].train_step(np.array([i]), one) for i in uniform]
+
+    per_update = {arm: seconds / len(uniform) for arm, seconds in
+                  interleaved_medians({arm: updates(arm) for arm in arms}, args.repeats).items()}
+    print(f"  training epoch, side by side ({n} updates, extrapolated from {len(uniform)} random chunks of mean "
+          f"{frames[uniform].mean():.1f} frames, arms interleaved)   [{load()}]")
+    for arm, seconds in per_update.items():
+        print(f"    {arm:>8}: {seconds * n:6.1f} s per epoch  ({seconds * 1e3:.2f} ms per update)")
+    pairs = [(a, b) for a, b in (("fast", "tutorial"), ("fast", "original"), ("tutorial", "original")) if b in arms]
+    print("    ratios: " + ", ".join(f"{a} / {b} = {per_update[a] / per_update[b]:.3f}" for a, b in pairs))
 
     p, source = matching_p(args.importance, songs, config, n)
     sampler = ImportanceSampler(p, 1)
     draws = [(int(i[0]), float(w[0])) for i, w in sampler.epoch(rng)[: args.chunks]]
-    per_update = median_seconds(lambda: [train_step(arrays[i], w) for i, w in draws], args.repeats) / len(draws)
+    fast = models["fast"]
+    seconds = median_seconds(lambda: [fast.train_step(np.array([i]), np.array([w])) for i, w in draws], args.repeats)
+    per_update = seconds / len(draws)
     drawn_frames = frames[[i for i, _ in draws]].mean()
-    print(f"  IS epoch: {per_update * n:.1f} s  ({per_update * 1e3:.1f} ms per update x {n} draws; extrapolated "
-          f"from the first {len(draws)} draws, mean {drawn_frames:.1f} frames; E_P[frames] = {p @ frames:.1f}; "
-          f"{source})   [{load()}]")
+    print(f"  IS epoch (fast graph): {per_update * n:.1f} s  ({per_update * 1e3:.2f} ms per update x {n} draws; "
+          f"extrapolated from the first {len(draws)} draws, mean {drawn_frames:.1f} frames; E_P[frames] = "
+          f"{p @ frames:.1f}; {source})   [{load()}]")
 
-    per_chunk = median_seconds(lambda: [model.evaluate_function(arrays[i]) for i in uniform], args.repeats) / len(uniform)
-    print(f"  evaluation pass over the training chunks: {per_chunk * n:.1f} s  ({per_chunk * 1e3:.1f} ms per chunk; "
-          f"extrapolated from the uniform arm's chunks)   [{load()}]")
+    per_chunk = {graph: seconds / len(uniform) for graph, seconds in interleaved_medians(
+        {graph: (lambda m=model: [m.evaluate_function(arrays[i]) for i in uniform]) for graph, model in models.items()},
+        args.repeats).items()}
+    print(f"  evaluation pass over the training chunks (extrapolated from the training arms' chunks): " +
+          ", ".join(f"{graph} {seconds * n:.1f} s ({seconds * 1e3:.2f} ms per chunk)" for graph, seconds in per_chunk.items())
+          + f"; fast / tutorial = {per_chunk['fast'] / per_chunk['tutorial']:.3f}   [{load()}]")
 
 
 def bench_fim(config: RnnRbmConfig, songs, args, rng: np.random.RandomState) -> None:
@@ -129,6 +186,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fim-chunks", type=int, default=3, help="chunks mined per FIM repeat (%(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="repeats per figure; the median is printed (%(default)s)")
     p.add_argument("--importance", type=Path, nargs="*", default=[], help="FIM artefacts to take P from")
+    p.add_argument("--original", type=Path, default=DEFAULT_ORIGINAL,
+                   help="folder holding the tutorial's own rnnrbm.py (%(default)s; skipped when absent)")
     p.add_argument("--no-fim", dest="fim", action="store_false", help="skip the FIM figures")
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="holds Nottingham/ (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the chunk choices (%(default)s)")
@@ -144,6 +203,9 @@ def main(argv=None) -> int:
 
     print(f"aesara {aesara.__version__}, blas__ldflags {aesara.config.blas__ldflags!r}, {os.cpu_count()} CPUs; "
           f"median of {args.repeats} repeats   [{load()}]")
+    original = original_module(args.original) if (args.original / "rnnrbm.py").is_file() else None
+    print(f"the original: {args.original / 'rnnrbm.py'}" if original else
+          f"the original's arm skipped: no rnnrbm.py in {args.original} (give --original)")
     songs64 = load_nottingham(args.data_dir, "train")
     print(f"Nottingham train: {len(songs64)} songs, {sum(len(s) for s in songs64)} frames")
     for floatX in args.floatX:
@@ -152,7 +214,7 @@ def main(argv=None) -> int:
         for batch_size in args.batch_sizes:
             config = RnnRbmConfig(batch_size=batch_size, floatX=floatX)
             print(f"{floatX}, batch size {batch_size}:", flush=True)
-            bench_training(config, songs, args, np.random.RandomState(args.seed))
+            bench_training(config, songs, args, np.random.RandomState(args.seed), original)
             if args.fim:
                 bench_fim(config, songs, args, np.random.RandomState(args.seed))
             sys.stdout.flush()

@@ -98,7 +98,8 @@ class RnnRbmFimSpec:
     def build(self):
         """The private trainer's `run`, compiled once per process for a given spec (a pilot and the
         full run, or a second `mine` of the same spec, reuse it)."""
-        key = fingerprint(json.dumps(self.config(), sort_keys=True), self.train_fingerprint, self.init_fingerprint)
+        key = fingerprint(json.dumps(self.config(), sort_keys=True), self.train_fingerprint, self.init_fingerprint,
+                          self.model_config.graph)  # not in the artefact (same numbers), but what is compiled
         if getattr(_compiled, "key", None) != key:
             aesara.config.floatX = self.model_config.floatX  # this worker builds graphs of the run's float type
             _compiled.trainer, _compiled.key = PrivateTrainer(self), key

@@ -9,6 +9,10 @@ Random numbers come from an `MRG_RandomStream` the caller passes in. Each `binom
 next sub-stream of that generator, so the graphs below make their calls in the original's order
 (training chain, its monitor, then the generation chain): with the original's seed, the same
 random numbers land in the same places.
+
+`build_training` is the tutorial's training graph (two scans); `build_training_fast` computes the
+same without scan, with the compiled ops of `rnnrbm_ops` (the same random numbers and states,
+sums ordered differently). `TRAINING_GRAPHS` names both for `RnnRbmConfig.graph`.
 """
 from __future__ import annotations
 
@@ -132,6 +136,8 @@ def build_rbm_fast(v, W, bv, bh, k: int, srng: MRG_RandomStream):
     the place of the tutorial's `srng.binomial` call (created in the tutorial's order: the chain's
     hidden and visible streams, then the monitor's). The chain needs no gradient: the tutorial holds
     v_sample constant."""
+    if k < 1:
+        raise ValueError(f"CD-k needs k >= 1 Gibbs steps, got {k}")
     dtype = aesara.config.floatX
     streams = [FastStream(srng, b.shape, dtype) for b in (bh, bv, bh, bv)]
     chain_h, chain_v, monitor_h, monitor_v = streams

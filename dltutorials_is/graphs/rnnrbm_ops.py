@@ -195,6 +195,13 @@ def _output_like(name: str, dims: str, ndim: int, typenum: str, fail: str) -> st
     }}"""
 
 
+def _contiguous(inputs: dict[str, str]) -> tuple[str, str]:
+    """C: `<name>_c`, a C-contiguous array (the input itself when it is one) for each input, and the
+    code releasing them."""
+    take = "\n".join(f"PyArrayObject* {name}_c = PyArray_GETCONTIGUOUS({var});" for name, var in inputs.items())
+    return take, " ".join(f"Py_DECREF({name}_c);" for name in inputs)
+
+
 class _Kernel(COp):
     __props__ = ()
     support_code = ""  # the C functions the op calls
@@ -205,7 +212,7 @@ class _Kernel(COp):
     def c_code_cache_version(self):
         """Aesara reuses a compiled module of the same version: the kernels' checksum keeps an edit
         of them from running stale code (bump the first number when editing an op's `c_code`)."""
-        return (2, zlib.crc32(self.support_code.encode()))
+        return (3, zlib.crc32(self.support_code.encode()))
 
 
 # -- random numbers ------------------------------------------------------------------------------
@@ -387,11 +394,10 @@ class RnnRecurrence(_Kernel):
         (U,) = outputs
         ctype, typenum, *_ = _C_TYPES[node.inputs[0].dtype]
         fail = sub["fail"]
-        release = "Py_DECREF(A_c); Py_DECREF(W_c);"
+        take, release = _contiguous({"A": A, "W": W})
         return f"""
         {{
-        PyArrayObject* A_c = PyArray_GETCONTIGUOUS({A});
-        PyArrayObject* W_c = PyArray_GETCONTIGUOUS({W});
+        {take}
         const npy_intp T = PyArray_DIMS(A_c)[0], n = PyArray_DIMS(W_c)[0];
         if (PyArray_DIMS(A_c)[1] != n || PyArray_DIMS(W_c)[1] != n) {{
             {release}
@@ -432,11 +438,11 @@ class RnnRecurrenceGrad(_Kernel):
         (G,) = outputs
         ctype, typenum, *_ = _C_TYPES[node.inputs[1].dtype]
         fail = sub["fail"]
-        release = "Py_DECREF(dU_c); Py_DECREF(U_c); Py_DECREF(WT_c);"
+        take, release = _contiguous({"dU": dU, "U": U})
+        release += " Py_DECREF(WT_c);"
         return f"""
         {{
-        PyArrayObject* dU_c = PyArray_GETCONTIGUOUS({dU});
-        PyArrayObject* U_c = PyArray_GETCONTIGUOUS({U});
+        {take}
         PyObject* W_t = PyArray_Transpose({W}, NULL);
         PyArrayObject* WT_c = (PyArrayObject*)PyArray_NewCopy((PyArrayObject*)W_t, NPY_CORDER);
         Py_DECREF(W_t);

@@ -18,6 +18,7 @@ import numpy as np
 import aesara
 import aesara.tensor as at
 
+from dltutorials_is.errors import SettingError
 from dltutorials_is.graphs import rnnrbm as graph
 from dltutorials_is.io import non_finite
 from dltutorials_is.models.base import ModelStateError, StepResult, set_stream_states, stream_states
@@ -88,6 +89,8 @@ class RnnRbmModel:
     BASES = graph.PARAM_NAMES  # "W" first: the paper's base matrix (Section 5.2.3)
 
     def __init__(self, config: RnnRbmConfig, rng: np.random.RandomState, chunks: Sequence[np.ndarray] = ()):
+        if config.graph not in graph.TRAINING_GRAPHS:
+            raise SettingError(f"graph must be one of {', '.join(graph.TRAINING_GRAPHS)}, got {config.graph!r}")
         self.config = config
         self.use_data(chunks)
         with aesara.config.change_flags(floatX=config.floatX):

@@ -289,6 +289,13 @@ def test_initial_values_are_the_models_w0(model):
         np.testing.assert_array_equal(w0[name], fresh[name], err_msg=name)
 
 
+def test_graph_flag_reaches_the_config():
+    assert train_script.config_from_args(train_script.parse_args([])).graph == "fast"
+    assert train_script.config_from_args(train_script.parse_args(["--graph", "tutorial"])).graph == "tutorial"
+    assert train_script.parse_args(["--reload"]).graph is None  # --reload keeps the checkpoint's graph
+    assert _script("fim").parse_args(["--graph", "tutorial"]).graph == "tutorial"
+
+
 def test_train_script_sampler_flags():
     with pytest.raises(SystemExit):
         train_script.parse_args(["--is", "--sampler", "replacement"])

@@ -95,6 +95,13 @@ static inline double approx_exp(double t)
     return p * scale;
 }
 
+/* p[s] = 1 / (1 + approx_exp(-p[s])): in place on doubles, the one form GCC vectorises (with floats
+   converted in the same loop it does not). */
+static void approx_sigmoid(const npy_intp n, double* p)
+{
+    for (npy_intp s = 0; s < n; ++s) p[s] = 1.0 / (1.0 + approx_exp(-p[s]));
+}
+
 /* Between an MRG state by rows (n x 6, mrg_uniform's) and by columns (6 x n). */
 static void mrg_rows_to_columns(const npy_intp n, const npy_int32* __restrict__ rows, npy_int32* __restrict__ cols)
 {
@@ -112,24 +119,26 @@ static void mrg_columns_to_rows(const npy_intp n, const npy_int32* __restrict__ 
 _SAMPLER_TEMPLATE = """
 /* out[i] = [u_i < {ONE} / ({ONE} + exp(-pre[i]))] for i < n, the expression and type of Aesara's
    sigmoid, u_i from sub-stream i mod n_streams (mrg_uniform's order: a sub-stream serves elements
-   i, i + n_streams, ... in turn). The comparison is first made with approx_exp, and redone with
+   i, i + n_streams, ... in turn). The comparison is first made with approx_sigmoid, and redone with
    exp where u_i is within {EPS} of the approximate sigmoid (a fraction of about 2 x {EPS} of them):
    the approximation is within 1e-14 of the exact sigmoid, Aesara's float sigmoid within a few
-   float ulps, so every other decision is certain. draw and unsure are scratch of n_streams. */
+   float ulps, so every other decision is certain. draw, unsure (int32) and sig (double) are
+   scratch of min(n, n_streams); each loop is one the compiler vectorises. */
 static void sigmoid_bernoulli_{T}(const npy_intp n, const npy_intp n_streams, npy_int32* __restrict__ state,
                                   const {T}* __restrict__ pre, {T}* __restrict__ out,
-                                  npy_int32* __restrict__ draw, npy_int32* __restrict__ unsure)
+                                  npy_int32* __restrict__ draw, npy_int32* __restrict__ unsure, double* __restrict__ sig)
 {{
     for (npy_intp start = 0; start < n; start += n_streams) {{
         const npy_intp m = n - start < n_streams ? n - start : n_streams;
         const {T}* __restrict__ x = pre + start;
         {T}* __restrict__ y = out + start;
         mrg_draw(m, n_streams, state, draw);
+        for (npy_intp s = 0; s < m; ++s) sig[s] = x[s];
+        approx_sigmoid(m, sig);
         for (npy_intp s = 0; s < m; ++s) {{
             const double u = ({T})(draw[s] * {NORM});
-            const double p = 1.0 / (1.0 + approx_exp(-(double)x[s]));
-            y[s] = ({T})(u < p);
-            unsure[s] = !((u - p > {EPS}) | (p - u > {EPS}));  /* also where pre is NaN */
+            y[s] = ({T})(u < sig[s]);
+            unsure[s] = !((u - sig[s] > {EPS}) | (sig[s] - u > {EPS}));  /* also where pre is NaN */
         }}
         for (npy_intp s = 0; s < m; ++s)
             if (unsure[s]) {{
@@ -335,10 +344,11 @@ class SigmoidBernoulli(_Kernel):
         PyArrayObject* pre_c = PyArray_GETCONTIGUOUS({pre});
         {_output_like(o_sample, "PyArray_DIMS(pre_c)", ndim, typenum, "Py_DECREF(pre_c); Py_DECREF(cols); " + fail)}
         const npy_intp n = PyArray_SIZE(pre_c), m = n_streams < n ? n_streams : n;
-        npy_int32* scratch = (npy_int32*)malloc(2 * m * sizeof(npy_int32) + 1);
+        double* sig = (double*)malloc(m * (sizeof(double) + 2 * sizeof(npy_int32)) + 1);
+        npy_int32* draw = (npy_int32*)(sig + m);
         sigmoid_bernoulli_{ctype}(n, n_streams, (npy_int32*)PyArray_DATA(cols), ({ctype}*)PyArray_DATA(pre_c),
-                                  ({ctype}*)PyArray_DATA({o_sample}), scratch, scratch + m);
-        free(scratch);
+                                  ({ctype}*)PyArray_DATA({o_sample}), draw, draw + m, sig);
+        free(sig);
         Py_DECREF(pre_c);
         Py_XDECREF({o_rstate});
         {result}

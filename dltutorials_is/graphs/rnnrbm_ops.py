@@ -221,7 +221,7 @@ class _Kernel(COp):
     def c_code_cache_version(self):
         """Aesara reuses a compiled module of the same version: the kernels' checksum keeps an edit
         of them from running stale code (bump the first number when editing an op's `c_code`)."""
-        return (3, zlib.crc32(self.support_code.encode()))
+        return (4, zlib.crc32(self.support_code.encode()))
 
 
 # -- random numbers ------------------------------------------------------------------------------
@@ -345,6 +345,7 @@ class SigmoidBernoulli(_Kernel):
         {_output_like(o_sample, "PyArray_DIMS(pre_c)", ndim, typenum, "Py_DECREF(pre_c); Py_DECREF(cols); " + fail)}
         const npy_intp n = PyArray_SIZE(pre_c), m = n_streams < n ? n_streams : n;
         double* sig = (double*)malloc(m * (sizeof(double) + 2 * sizeof(npy_int32)) + 1);
+        if (!sig) {{ Py_DECREF(pre_c); Py_DECREF(cols); PyErr_NoMemory(); {fail} }}
         npy_int32* draw = (npy_int32*)(sig + m);
         sigmoid_bernoulli_{ctype}(n, n_streams, (npy_int32*)PyArray_DATA(cols), ({ctype}*)PyArray_DATA(pre_c),
                                   ({ctype}*)PyArray_DATA({o_sample}), draw, draw + m, sig);
@@ -416,6 +417,7 @@ class RnnRecurrence(_Kernel):
         }}
         {_output_like(U, "PyArray_DIMS(A_c)", 2, typenum, release + fail)}
         {ctype}* y = ({ctype}*)malloc(n * sizeof({ctype}) + 1);
+        if (!y) {{ {release} PyErr_NoMemory(); {fail} }}
         rnn_forward_{ctype}(T, n, ({ctype}*)PyArray_DATA(A_c), ({ctype}*)PyArray_DATA(W_c),
                             ({ctype}*)PyArray_DATA({U}), y);
         free(y);
@@ -459,6 +461,7 @@ class RnnRecurrenceGrad(_Kernel):
         const npy_intp T = PyArray_DIMS(U_c)[0], n = PyArray_DIMS(U_c)[1];
         {_output_like(G, "PyArray_DIMS(U_c)", 2, typenum, release + fail)}
         {ctype}* back = ({ctype}*)malloc(n * sizeof({ctype}) + 1);
+        if (!back) {{ {release} PyErr_NoMemory(); {fail} }}
         rnn_backward_{ctype}(T, n, ({ctype}*)PyArray_DATA(dU_c), ({ctype}*)PyArray_DATA(U_c),
                              ({ctype}*)PyArray_DATA(WT_c), ({ctype}*)PyArray_DATA({G}), back);
         free(back);

@@ -82,21 +82,22 @@ static void tanh_{T}(const int n, const {T}* __restrict__ x, {T}* __restrict__ y
 """
 
 _SUPPORT_TEMPLATE = """
-/* y[j] = sum_k x[k] * M[k * n_out + j]: a vector-matrix product with 32 outputs accumulated in
-   registers at a time, faster than a BLAS call for one row. */
+/* y[j] = sum_k x[k] * M[k * n_out + j]: a vector-matrix product, faster than a BLAS call for one row.
+   {BLOCK} outputs are accumulated at a time (eight 512-bit registers), so that eight independent
+   multiply-add chains hide the instruction's latency and the loop runs at the speed M streams in. */
 static void vecmat_{T}(const int n_in, const int n_out, const {T}* __restrict__ x,
                        const {T}* __restrict__ M, {T}* __restrict__ y)
 {{
     int j0 = 0;
-    for (; j0 + 32 <= n_out; j0 += 32) {{
-        {T} acc[32];
-        for (int q = 0; q < 32; ++q) acc[q] = 0;
+    for (; j0 + {BLOCK} <= n_out; j0 += {BLOCK}) {{
+        {T} acc[{BLOCK}];
+        for (int q = 0; q < {BLOCK}; ++q) acc[q] = 0;
         for (int k = 0; k < n_in; ++k) {{
             const {T} xk = x[k];
             const {T}* __restrict__ m = M + (npy_intp)k * n_out + j0;
-            for (int q = 0; q < 32; ++q) acc[q] += xk * m[q];
+            for (int q = 0; q < {BLOCK}; ++q) acc[q] += xk * m[q];
         }}
-        for (int q = 0; q < 32; ++q) y[j0 + q] = acc[q];
+        for (int q = 0; q < {BLOCK}; ++q) y[j0 + q] = acc[q];
     }}
     for (; j0 < n_out; ++j0) {{
         {T} acc = 0;
@@ -250,7 +251,8 @@ class _PackedKernel(COp):
 
     def c_support_code(self, **kwargs):
         return blas_header_text() + _VECTOR_DECLARATIONS + "".join(
-            _MATH_TEMPLATE.format(T=T, F=F, **_VECTORS[T]) + _SUPPORT_TEMPLATE.format(T=T, F=F, GEMM=gemm)
+            _MATH_TEMPLATE.format(T=T, F=F, **_VECTORS[T])
+            + _SUPPORT_TEMPLATE.format(T=T, F=F, GEMM=gemm, BLOCK=16 * _VECTORS[T]["W"])
             for T, _, F, gemm in _C_TYPES.values())
 
     def c_libraries(self, **kwargs):

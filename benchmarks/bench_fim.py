@@ -10,9 +10,16 @@ Prints, on the real IMDB data (default: the paper protocol, 25,000 training revi
    T_i distribution and P summaries there, and the wall time of FIM over all N reviews
    extrapolated from it;
 3. the time of one uniform training epoch (the tutorial's adadelta step, batch 16, dropout on),
-   extrapolated from --epoch-updates updates, and the ratio FIM / epoch.
+   extrapolated from --epoch-updates updates, and the ratio FIM / epoch;
 
-    python benchmarks/bench_fim.py --protocol paper --compare 8 --fim-samples 1000
+each for every --floatX given, and with two, 4. how float32's P (from ‖W^c_i‖, the paper's score) differs
+from float64's on the same reviews: the largest relative difference, the Spearman rank correlation and
+each P's coefficient of variation (the paper's P varies by a CV of ~5e-6, so rounding can reorder it).
+
+FIM over all N reviews is extrapolated as N / (reviews mined per second of wall time over the sample,
+compilation included, with --n-jobs workers).
+
+    python benchmarks/bench_fim.py --protocol paper --compare 8 --fim-samples 500 --n-jobs 2 --floatX float64 float32
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import time
 import numpy as np
 import aesara
 from joblib import effective_n_jobs
+from scipy.stats import spearmanr
 
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm import LstmFimSpec, initial_state
@@ -70,7 +78,16 @@ def mine_sample(train, params, options, k, n_jobs, eps, lr):
     fim_seconds = spec.n_samples / rate
     print(f"   throughput {rate:.3f} reviews/s (wall, compilation included); "
           f"FIM over all {spec.n_samples} reviews ≈ {fim_seconds / 60:.1f} min (extrapolated)")
-    return fim_seconds
+    return fim_seconds, wc
+
+
+def compare_precisions(wc64, wc32):
+    """How P = ‖W^c_i‖ / Σ‖W^c_j‖ of the same reviews differs between float64 and float32 runs."""
+    p64, p32 = wc64 / wc64.sum(), wc32 / wc32.sum()
+    cv = lambda p: p.std() / p.mean()  # noqa: E731
+    print(f"4. P from ‖W^c_i‖ on the same {len(p64)} reviews, float32 vs float64: largest relative difference "
+          f"{np.max(np.abs(p32 - p64) / p64):.2e}, Spearman rank correlation {spearmanr(p64, p32)[0]:.4f}, "
+          f"CV {cv(p64):.3g} (float64) and {cv(p32):.3g} (float32)")
 
 
 def time_uniform_epoch(train, params, options, updates, batch_size=16):
@@ -95,7 +112,7 @@ def main(argv=None):
     parser.add_argument("--protocol", default="paper")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--floatX", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--floatX", nargs="+", default=["float64"], choices=("float64", "float32"))
     parser.add_argument("--eps", type=float, default=0.01)
     parser.add_argument("--step-size", type=float, default=1.0)
     parser.add_argument("--compare", type=int, default=8, help="reviews for the fast-vs-plain comparison")
@@ -103,21 +120,27 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--epoch-updates", type=int, default=200)
     args = parser.parse_args(argv)
-    aesara.config.floatX = args.floatX
-
     options = {"protocol": args.protocol, "n_words": 10000, "maxlen": 100, "test_size": 500, "dim_proj": 128,
                "use_dropout": True, "seed": args.seed}
-    train, params = initial_state(options, args.seed, args.data_dir)
-    reviews = np.random.RandomState(1).choice(len(train[0]), args.compare, replace=False)
-    if args.compare:
-        compare_trainers(train, params, options, reviews, args.eps, args.step_size)
-    fim_seconds = mine_sample(train, params, options, args.fim_samples, args.n_jobs, args.eps, args.step_size) \
-        if args.fim_samples else None
-    if args.epoch_updates:
-        epoch = time_uniform_epoch(train, params, options, args.epoch_updates)
-        if fim_seconds:
-            print(f"FIM wall time / one uniform epoch ≈ {fim_seconds / epoch:.1f} "
-                  f"(FIM on {effective_n_jobs(args.n_jobs)} workers, the epoch on one process)")
+    scores = {}
+    for floatX in args.floatX:
+        print(f"== {floatX}")
+        aesara.config.floatX = floatX  # W(0) as a run of this precision draws it
+        train, params = initial_state(options, args.seed, args.data_dir)
+        reviews = np.random.RandomState(1).choice(len(train[0]), args.compare, replace=False)
+        if args.compare:
+            compare_trainers(train, params, options, reviews, args.eps, args.step_size)
+        fim_seconds = None
+        if args.fim_samples:
+            fim_seconds, scores[floatX] = mine_sample(train, params, options, args.fim_samples, args.n_jobs, args.eps,
+                                                      args.step_size)
+        if args.epoch_updates:
+            epoch = time_uniform_epoch(train, params, options, args.epoch_updates)
+            if fim_seconds:
+                print(f"FIM wall time / one uniform epoch ≈ {fim_seconds / epoch:.1f} "
+                      f"(FIM on {effective_n_jobs(args.n_jobs)} workers, the epoch on one process)")
+    if len(scores) == 2:
+        compare_precisions(scores["float64"], scores["float32"])
 
 
 if __name__ == "__main__":

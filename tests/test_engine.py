@@ -156,8 +156,8 @@ def test_score_tracker_on_a_hand_computed_two_step_run():
     w0 = np.ones((2, 2))
     g1, g2 = np.array([[3.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 4.0], [0.0, 0.0]])
     tracker = ScoreTracker(w0, "fro")
-    tracker.step(g1)
-    tracker.step(g2)
+    tracker.step(matrix_norm(g1, "fro"))
+    tracker.step(matrix_norm(g2, "fro"))
     w = w0 - lr * g1 - lr * g2  # [[-0.5, -1], [1, 1]]
     scores = tracker.finish(w, "W")
     assert scores[("W", "norm")] == pytest.approx(np.sqrt(3.25), rel=1e-15)

@@ -59,8 +59,8 @@ class ToyLogisticSpec:
             loss = -np.log(prob if self.y[i] else 1 - prob)
             dz = prob - self.y[i]
             gw, gb = dz * xi, np.array([dz])
-            trackers["w"].step(gw)
-            trackers["b"].step(gb)
+            trackers["w"].step(fim.matrix_norm(gw))
+            trackers["b"].step(fim.matrix_norm(gb))
             w -= self.lr * gw
             b -= self.lr * gb
             if loss < self.eps:

@@ -94,8 +94,8 @@ class ScoreTracker:
 
     A private run follows Algorithm 2 literally: each step computes the loss and gradient at the
     current parameters and applies the update; the run stops after the first step whose loss is
-    < ε (or after max_iters steps). Call `step(grad)` with each applied gradient, then `finish(w)`
-    with the final matrix; `w0` is the base matrix of W(0).
+    < ε (or after max_iters steps). Call `step(grad_norm)` with the norm of each applied gradient,
+    then `finish(w)` with the final matrix; `w0` is the base matrix of W(0).
     """
 
     def __init__(self, w0: np.ndarray, norm: str):
@@ -103,11 +103,10 @@ class ScoreTracker:
         self.path = 0.0
         self.grad0 = None
 
-    def step(self, grad: np.ndarray) -> None:
-        g = matrix_norm(grad, self.norm)
+    def step(self, grad_norm: float) -> None:
         if self.grad0 is None:
-            self.grad0 = g
-        self.path += g
+            self.grad0 = grad_norm
+        self.path += grad_norm
 
     def finish(self, w: np.ndarray, base: str) -> dict:
         return {
@@ -118,22 +117,28 @@ class ScoreTracker:
         }
 
 
+def gradient_norms(grads: dict, norm: str) -> dict:
+    """What `private_run`'s step returns for the gradients of the bases: their norms."""
+    return {b: matrix_norm(g, norm) for b, g in grads.items()}
+
+
 def private_run(step: Callable[[], tuple[float, dict]], w0_bases: dict, final_bases: Callable[[], dict], eps: float,
                 max_iters: int, norm: str, extra_scores: Callable[[dict], dict] | None = None) -> PrivateRun:
     """Algorithm 2's inner loop for one sample, shared by the plug-ins.
 
-    `step()` takes one private SGD step and returns its loss and the gradient of every base in
-    `w0_bases` (the base matrices of W(0)); steps run until one's loss is < eps, or `max_iters` steps.
+    `step()` takes one private SGD step and returns its loss and the norm (`norm`) of the gradient of
+    every base in `w0_bases` (the base matrices of W(0)), so that a plug-in may compute the norms where
+    the gradients are (see `gradient_norms`); steps run until one's loss is < eps, or `max_iters` steps.
     Scores come from the trackers and `final_bases()` (the base matrices then); `extra_scores(final)`
     may replace some. A non-finite loss makes every score NaN.
     """
     trackers = {b: ScoreTracker(w0, norm) for b, w0 in w0_bases.items()}
     loss, steps = np.inf, 0
     while steps < max_iters:
-        loss, grads = step()
+        loss, grad_norms = step()
         steps += 1
         for b, tracker in trackers.items():
-            tracker.step(grads[b])
+            tracker.step(grad_norms[b])
         if not np.isfinite(loss) or loss < eps:
             break
     final = final_bases()

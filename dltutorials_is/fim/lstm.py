@@ -204,7 +204,7 @@ class PlainPrivateTrainer(_PrivateTrainer):
     def step(self):
         loss = self.model.train_step([self.index], self.one).cost
         grads = self.bases_of(self.model.last_gradients())
-        return loss, {b: grads[b] for b in self.spec.bases}
+        return loss, fim.gradient_norms({b: grads[b] for b in self.spec.bases}, self.spec.norm)
 
     def base_values_at_start(self):
         return self.bases_of(self.spec.params)
@@ -246,11 +246,15 @@ class FastPrivateTrainer(_PrivateTrainer):
         params = [self.rows, *self.shared.values()]
         grads = at.grad(cost, params)
         by_name = dict(zip(["Wemb", *self.shared], grads))
-        base_grads = self.bases_of(by_name)
+        base_grads = [self.bases_of(by_name)[bname] for bname in spec.bases]
+        # Frobenius norms are summed inside the step, so no gradient matrix leaves it; the
+        # spectral norm is numpy's, of the gradients themselves.
+        self.norms_inside = spec.norm == "fro"
         self.f_step = aesara.function(
-            [local, y, lr], [cost] + [base_grads[bname] for bname in spec.bases],
+            [local, y, lr], [cost] + ([at.sqrt(at.sum(at.square(g))) for g in base_grads] if self.norms_inside
+                                      else base_grads),
             updates=[(v, v - lr * g) for v, g in zip(params, grads)], name="fim_private_sgd_step",
-            # Each gradient is both an output (for the scores) and an update; folding lr·dot(a, b)
+            # Each gradient is both an input of its norm and of an update; folding lr·dot(a, b)
             # into the update's GEMM would compute every big matrix product twice.
             mode=aesara.compile.mode.get_default_mode().excluding("gemm_optimizer", "local_dot22_to_dot22scalar"))
         self.lr = np.asarray(spec.lr, dtype=spec.floatX)
@@ -269,8 +273,10 @@ class FastPrivateTrainer(_PrivateTrainer):
         self.y = np.asarray(label, dtype="int64")
 
     def step(self):
-        loss, *grads = self.f_step(self.local, self.y, self.lr)
-        return float(loss), dict(zip(self.spec.bases, grads))
+        loss, *outputs = self.f_step(self.local, self.y, self.lr)
+        if self.norms_inside:
+            return float(loss), dict(zip(self.spec.bases, map(float, outputs)))
+        return float(loss), fim.gradient_norms(dict(zip(self.spec.bases, outputs)), self.spec.norm)
 
     def base_values_at_start(self):
         p = dict(self.spec.params, Wemb=self.spec.params["Wemb"][self.words])

@@ -130,7 +130,7 @@ class PrivateTrainer:
 
         def step():
             result, grads = model.train_step_with_gradients([0], self.one)
-            return (-result.monitor if result.finite else np.nan), grads
+            return (-result.monitor if result.finite else np.nan), fim.gradient_norms(grads, spec.norm)
 
         return fim.private_run(step, {b: spec.params[b] for b in spec.bases}, model.get_params, spec.eps,
                                spec.max_iters, spec.norm)

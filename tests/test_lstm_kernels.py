@@ -10,6 +10,7 @@ import aesara.tensor as at
 
 from dltutorials_is.datasets.imdb import pack_sequences, prepare_data
 from dltutorials_is.graphs.lstm_kernels import PackedLSTMForward
+from dltutorials_is.graphs.row_ops import gather_rows, scatter_add_rows
 from dltutorials_is.models.lstm import LstmModel
 
 N_WORDS, DIM = 40, 5
@@ -115,3 +116,23 @@ def test_without_a_c_compiler_the_fast_graph_gives_the_same_numbers():
     assert a.cost == pytest.approx(b.cost, rel=1e-12)
     for name, value in pair["tutorial"].last_gradients().items():
         assert relative_error(pair["fast"].last_gradients()[name], value) < 1e-10, name
+
+
+def test_row_ops_equal_aesaras_indexing_bit_for_bit_and_refuse_bad_indices():
+    matrix, index, values = at.matrix(), at.vector(dtype="int64"), at.matrix()
+
+    def outputs(gathered, scattered):  # each op and its gradient
+        return [gathered, scattered, at.grad((gathered * values).sum(), matrix),
+                at.grad((scattered * matrix).sum(), values)]
+
+    ours = outputs(gather_rows(matrix, index), scatter_add_rows(values, index, matrix.shape[0]))
+    aesaras = outputs(matrix[index], at.inc_subtensor(at.zeros_like(matrix)[index], values))
+    rng = np.random.RandomState(2)
+    args = [rng.randn(6, 3), np.array([4, 0, 4, 5, 4, 1], dtype="int64"), rng.randn(6, 3)]  # repeated rows
+    for mode in (None, PY_MODE):
+        for a, b in zip(aesara.function([matrix, index, values], ours, mode=mode)(*args),
+                        aesara.function([matrix, index, values], aesaras)(*args)):
+            np.testing.assert_array_equal(a, b)
+    f = aesara.function([matrix, index], ours[0])
+    with pytest.raises(IndexError, match="out of range"):
+        f(args[0], np.array([6], dtype="int64"))

@@ -44,6 +44,7 @@ from dltutorials_is.errors import SettingError
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.graphs import lstm as graph
 from dltutorials_is.graphs.lstm_kernels import PackedLSTMForward
+from dltutorials_is.graphs.row_ops import gather_rows
 from dltutorials_is.io import fingerprint
 from dltutorials_is.models.base import reseed_first_streams
 from dltutorials_is.models.lstm import LstmModel
@@ -235,7 +236,7 @@ class FastPrivateTrainer(_PrivateTrainer):
         # Input projections of each distinct word once, then gathered per position: the
         # gradient then sums per word before the matrix products, which shrink from L to k rows.
         # One review packed is one row per step (batch_sizes all 1).
-        hidden = PackedLSTMForward()(at.dot(self.rows, W)[local], b, U, at.ones_like(local))[0]
+        hidden = PackedLSTMForward()(gather_rows(at.dot(self.rows, W), local), b, U, at.ones_like(local))[0]
         proj = (hidden.sum(axis=0) / at.cast(local.shape[0], spec.floatX))[None, :]
         if spec.use_dropout:
             proj = graph.dropout(proj, use_noise, self.trng)

@@ -32,6 +32,7 @@ from aesara.tensor.special import softmax
 from dltutorials_is.datasets.imdb import pack_sequences, prepare_data
 from dltutorials_is.errors import UserError
 from dltutorials_is.graphs.lstm_kernels import PackedLSTMForward
+from dltutorials_is.graphs.row_ops import gather_rows, scatter_add_rows
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # the MRG generator is what the tutorial used
@@ -229,7 +230,8 @@ def tutorial_encoder(tparams: OrderedDict, dim_proj: int):
 
 def fast_encoder(tparams: OrderedDict, dim_proj: int):
     """The same function over a packed minibatch (`pack_sequences`'s tokens, batch_sizes, owner, lengths):
-    no padded step costs anything, and the recurrence is one C loop calling BLAS (`lstm_kernels`).
+    no padded step costs anything, the recurrence is one C loop calling BLAS (`lstm_kernels`), and
+    rows are gathered and scattered by plain C loops (`row_ops`).
 
     Each review's states are summed in time order, as the tutorial's masked sum adds them, then divided
     by its length.
@@ -239,9 +241,9 @@ def fast_encoder(tparams: OrderedDict, dim_proj: int):
     batch_sizes = at.vector("batch_sizes", dtype="int64")
     owner = at.vector("owner", dtype="int64")
     lengths = at.vector("lengths", dtype=floatX)
-    xW = at.dot(tparams["Wemb"][tokens], tparams["lstm_W"])
+    xW = at.dot(gather_rows(tparams["Wemb"], tokens), tparams["lstm_W"])
     h = PackedLSTMForward()(xW, tparams["lstm_b"], tparams["lstm_U"], batch_sizes)[0]
-    summed = at.inc_subtensor(at.zeros((lengths.shape[0], dim_proj), dtype=floatX)[owner], h)
+    summed = scatter_add_rows(h, owner, lengths.shape[0])
     return [tokens, batch_sizes, owner, lengths], summed / lengths[:, None]
 
 

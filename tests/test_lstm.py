@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import io
 import pickle
-import sys
 from collections import OrderedDict
 from pathlib import Path
 

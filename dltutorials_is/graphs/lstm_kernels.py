@@ -38,6 +38,8 @@ from aesara.link.c.op import COp
 from aesara.tensor.blas import ldflags
 from aesara.tensor.blas_headers import blas_header_text
 
+from dltutorials_is.graphs.row_ops import contiguous_output
+
 _C_TYPES = {"float64": ("double", "NPY_FLOAT64", "", "dgemm_"), "float32": ("float", "NPY_FLOAT32", "f", "sgemm_")}
 #: AVX2 vectors and glibc's libmvec functions of each type (`_VECTOR_MATH`)
 _VECTORS = {"double": dict(V="__m256d", W=4, S="pd", EXP="_ZGVdN4v_exp", TANH="_ZGVdN4v_tanh"),
@@ -227,16 +229,6 @@ _C_CHECK = """
 """
 
 
-def _contiguous_output(name: str, dims: str, typenum: str, fail: str) -> str:
-    return f"""
-    if (!{name} || PyArray_NDIM({name}) != 2 || PyArray_DIMS({name})[0] != {dims}[0]
-        || PyArray_DIMS({name})[1] != {dims}[1] || !PyArray_IS_C_CONTIGUOUS({name})) {{
-        Py_XDECREF({name});
-        {name} = (PyArrayObject*)PyArray_EMPTY(2, {dims}, {typenum}, 0);
-        if (!{name}) {{ {fail} }}
-    }}"""
-
-
 class _PackedKernel(COp):
     __props__ = ()
 
@@ -259,7 +251,7 @@ class _PackedKernel(COp):
         return ldflags(libs=False, include_dir=True)
 
     def c_code_cache_version(self):
-        return (4, _VECTOR_MATH)
+        return (5, _VECTOR_MATH)
 
 
 def _as_inputs(*values):
@@ -337,9 +329,9 @@ class PackedLSTMForward(_PackedKernel):
         }}
         {_C_CHECK.format(N="N", release=release, fail=fail)}
         npy_intp hd[2] = {{N, d}}, gd[2] = {{N, 4 * d}};
-        {_contiguous_output(H, "hd", typenum, release + fail)}
-        {_contiguous_output(C, "hd", typenum, release + fail)}
-        {_contiguous_output(G, "gd", typenum, release + fail)}
+        {contiguous_output(H, "hd", typenum, release + fail)}
+        {contiguous_output(C, "hd", typenum, release + fail)}
+        {contiguous_output(G, "gd", typenum, release + fail)}
         lstm_packed_forward_{ctype}(T_steps, bs, d, ({ctype}*)PyArray_DATA(xw_c), ({ctype}*)PyArray_DATA(b_c),
                                     ({ctype}*)PyArray_DATA(U_c), ({ctype}*)PyArray_DATA({H}),
                                     ({ctype}*)PyArray_DATA({C}), ({ctype}*)PyArray_DATA({G}));
@@ -402,8 +394,8 @@ class PackedLSTMBackward(_PackedKernel):
         const int d = (int)PyArray_DIMS(C_c)[1];
         {_C_CHECK.format(N="N", release=release, fail=fail)}
         npy_intp gd[2] = {{N, 4 * d}}, ud[2] = {{d, 4 * d}}, bd[1] = {{4 * d}};
-        {_contiguous_output(dXW, "gd", typenum, release + fail)}
-        {_contiguous_output(dU, "ud", typenum, release + fail)}
+        {contiguous_output(dXW, "gd", typenum, release + fail)}
+        {contiguous_output(dU, "ud", typenum, release + fail)}
         if (!{db} || PyArray_NDIM({db}) != 1 || PyArray_DIMS({db})[0] != 4 * d || !PyArray_IS_C_CONTIGUOUS({db})) {{
             Py_XDECREF({db});
             {db} = (PyArrayObject*)PyArray_EMPTY(1, bd, {typenum}, 0);

@@ -25,6 +25,18 @@ def _checked(matrix, index):
     return matrix, index
 
 
+def contiguous_output(name: str, dims: str, typenum: str, fail: str) -> str:
+    """C code making output `name` a C-contiguous 2-D array of shape `dims` (a C array of two npy_intp),
+    reusing it when it already is one; runs `fail` if it cannot be allocated."""
+    return f"""
+    if (!{name} || PyArray_NDIM({name}) != 2 || PyArray_DIMS({name})[0] != {dims}[0]
+        || PyArray_DIMS({name})[1] != {dims}[1] || !PyArray_IS_C_CONTIGUOUS({name})) {{
+        Py_XDECREF({name});
+        {name} = (PyArrayObject*)PyArray_EMPTY(2, {dims}, {typenum}, 0);
+        if (!{name}) {{ {fail} }}
+    }}"""
+
+
 def _c_index_check(index: str, n_rows: str, release: str, fail: str) -> str:
     return f"""
         for (npy_intp i = 0; i < PyArray_DIMS({index})[0]; ++i) {{
@@ -70,11 +82,7 @@ class GatherRows(COp):
         const npy_intp n = PyArray_DIMS(M_c)[0], c = PyArray_DIMS(M_c)[1], L = PyArray_DIMS(i_c)[0];
         {_c_index_check("i_c", "n", release, fail)}
         npy_intp dims[2] = {{L, c}};
-        if (!{out} || PyArray_DIMS({out})[0] != L || PyArray_DIMS({out})[1] != c || !PyArray_IS_C_CONTIGUOUS({out})) {{
-            Py_XDECREF({out});
-            {out} = (PyArrayObject*)PyArray_EMPTY(2, dims, {typenum}, 0);
-            if (!{out}) {{ {release} {fail} }}
-        }}
+        {contiguous_output(out, "dims", typenum, release + fail)}
         const npy_int64* idx = (const npy_int64*)PyArray_DATA(i_c);
         const size_t row = (size_t)c * PyArray_ITEMSIZE(M_c);
         for (npy_intp i = 0; i < L; ++i)
@@ -84,7 +92,7 @@ class GatherRows(COp):
         """
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
 
 class ScatterAddRows(COp):
@@ -131,11 +139,7 @@ class ScatterAddRows(COp):
         }}
         {_c_index_check("i_c", "n", release, fail)}
         npy_intp dims[2] = {{n, c}};
-        if (!{out} || PyArray_DIMS({out})[0] != n || PyArray_DIMS({out})[1] != c || !PyArray_IS_C_CONTIGUOUS({out})) {{
-            Py_XDECREF({out});
-            {out} = (PyArrayObject*)PyArray_EMPTY(2, dims, {typenum}, 0);
-            if (!{out}) {{ {release} {fail} }}
-        }}
+        {contiguous_output(out, "dims", typenum, release + fail)}
         {ctype}* o = ({ctype}*)PyArray_DATA({out});
         const {ctype}* v = (const {ctype}*)PyArray_DATA(V_c);
         const npy_int64* idx = (const npy_int64*)PyArray_DATA(i_c);
@@ -150,7 +154,7 @@ class ScatterAddRows(COp):
         """
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
 
 def gather_rows(matrix, index):

@@ -133,6 +133,16 @@ def test_pilot_scores_a_random_subset_and_writes_nothing(tmp_path):
     assert any("effective sample size" in line for line in lines)
 
 
+def test_run_samples_keeps_the_order_asked_for_and_reports_every_chunk(tmp_path):
+    spec = ToyLogisticSpec()
+    full = _mine(spec, tmp_path / "full.pkl", n_jobs=1)
+    indices, chunks = np.array([9, 2, 17, 5, 11]), []
+    result = fim.run_samples(spec, indices, n_jobs=2, backend="threading", chunk_size=2, on_chunk=chunks.append)
+    np.testing.assert_array_equal(result.indices, indices)
+    np.testing.assert_array_equal(result.scores["w"]["path"], full.scores["w"]["path"][indices])
+    assert sum(chunks) == len(indices) and max(chunks) <= 2
+
+
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -175,13 +175,16 @@ _worker = threading.local()  # the one compiled trainer of this worker process/t
 
 
 def _run_chunk(spec, run_key: str, indices: Sequence[int]):
-    """Run private trainings for `indices`, compiling the model only on a worker's first chunk."""
+    """Run private trainings for `indices`, compiling the model only on a worker's first chunk.
+
+    Returns their wall and CPU seconds too: on a shared machine a worker's wall time also counts the
+    time the scheduler gave the core to other work, its process CPU time does not."""
     if getattr(_worker, "run_key", None) != run_key:
         _worker.run = spec.build()
         _worker.run_key = run_key
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     runs = [_worker.run(int(i)) for i in indices]
-    return list(indices), runs, time.perf_counter() - start
+    return list(indices), runs, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,14 +200,16 @@ class FIMResult:
     final_loss: np.ndarray
     converged: np.ndarray
     scores: dict  # {base: {kind: array}}
-    compute_seconds: float
+    compute_seconds: float  # wall seconds of private training, summed over the workers
+    cpu_seconds: float = float("nan")  # the workers' process CPU seconds (`run_samples` only)
 
     def p(self, base: str, kind: str = "norm") -> np.ndarray:
         s = self.scores[base][kind]
         return s / s.sum()
 
 
-def _collect(indices: np.ndarray, runs: dict[int, PrivateRun], compute_seconds: float) -> FIMResult:
+def _collect(indices: np.ndarray, runs: dict[int, PrivateRun], compute_seconds: float,
+             cpu_seconds: float = float("nan")) -> FIMResult:
     ordered = [runs[int(i)] for i in indices]
     keys = sorted(ordered[0].scores, key=lambda k: (k[0], SCORE_KINDS.index(k[1])))
     scores: dict = {}
@@ -217,6 +222,7 @@ def _collect(indices: np.ndarray, runs: dict[int, PrivateRun], compute_seconds: 
         converged=np.array([r.converged for r in ordered], dtype=bool),
         scores=scores,
         compute_seconds=compute_seconds,
+        cpu_seconds=cpu_seconds,
     )
 
 
@@ -329,29 +335,43 @@ def mine(
 
 
 def _mine_pilot(spec, pilot, pilot_seed, n_jobs, backend, shard_size, progress, log) -> FIMResult:
-    n, run_key = spec.n_samples, _run_key(spec)
+    n = spec.n_samples
     if not 0 < pilot <= n:
         raise FIMError(f"pilot size must be in 1..{n}, got {pilot} — the training set has {n} samples: ask for "
                        "fewer, or leave the pilot out to mine them all")
     wall_start = time.perf_counter()
     indices = np.sort(np.random.RandomState(pilot_seed).choice(n, pilot, replace=False))
-    size = max(1, min(shard_size, pilot // (4 * effective_n_jobs(n_jobs))))  # keep every worker busy
-    runs, seconds = {}, 0.0
     with tqdm(total=pilot, unit="sample", desc="FIM pilot", disable=not progress, smoothing=0.1) as bar:
-        for idx, chunk_runs, secs in pool(n_jobs, backend, "generator_unordered")(
-            delayed(_run_chunk)(spec, run_key, indices[k : k + size]) for k in range(0, pilot, size)
-        ):
-            runs.update(zip(idx, chunk_runs))
-            seconds += secs
-            bar.update(len(idx))
-    result = _collect(indices, runs, seconds)
+        result = run_samples(spec, indices, n_jobs, backend, shard_size, bar.update)
     wall = time.perf_counter() - wall_start
     log(report(result, spec.config(), title=f"FIM pilot on {pilot} random samples"))
     workers = effective_n_jobs(n_jobs)
-    per_sample = seconds / pilot
+    per_sample = result.compute_seconds / pilot
     log(f"pilot: {per_sample:.3g} s of private training per sample ({wall:.1f} s wall, compilation included); "
         f"all {n} samples ≈ {per_sample * n / workers / 60:.1f} min with {workers} workers")
     return result
+
+
+def run_samples(spec, indices, n_jobs: int = -1, backend: str | None = None, chunk_size: int = 64,
+                on_chunk: Callable[[int], None] | None = None) -> FIMResult:
+    """Private runs of `indices` on `n_jobs` workers, saving nothing (a pilot, a benchmark).
+
+    Chunks hold at most `chunk_size` samples and are small enough to keep every worker busy to the
+    end; `on_chunk(k)` is told of each finished chunk of k samples. A worker compiles its trainer on
+    its first chunk only, so a second call on the same pool pays no compilation.
+    """
+    indices = np.asarray(indices, dtype="int64")
+    run_key = _run_key(spec)
+    size = max(1, min(chunk_size, len(indices) // (4 * effective_n_jobs(n_jobs))))
+    runs, seconds, cpu = {}, 0.0, 0.0
+    for idx, chunk_runs, secs, cpu_secs in pool(n_jobs, backend, "generator_unordered")(
+        delayed(_run_chunk)(spec, run_key, indices[k : k + size]) for k in range(0, len(indices), size)
+    ):
+        runs.update(zip(idx, chunk_runs))
+        seconds, cpu = seconds + secs, cpu + cpu_secs
+        if on_chunk is not None:
+            on_chunk(len(idx))
+    return _collect(indices, runs, seconds, cpu)
 
 
 def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) -> FIMResult:
@@ -371,7 +391,7 @@ def _mine_all(spec, out_path: Path, n_jobs, backend, shard_size, progress, log) 
         log(f"resuming FIM: {n_shards - len(todo)} of {n_shards} shards already done in {parts}")
 
     with tqdm(total=n, initial=len(runs), unit="sample", desc="FIM", disable=not progress, smoothing=0.1) as bar:
-        for idx, chunk_runs, secs in pool(n_jobs, backend, "generator_unordered")(
+        for idx, chunk_runs, secs, _ in pool(n_jobs, backend, "generator_unordered")(
             delayed(_run_chunk)(spec, run_key, shard_indices[k]) for k in todo
         ):
             if not (parts / "run_key").exists():  # made when the first shard is done, not before

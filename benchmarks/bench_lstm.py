@@ -177,10 +177,13 @@ def run_memory_worker(args):
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}), flush=True)
 
 
-def importance_p(n, args):
+def importance_p(train, args):
+    """P of the IS row: the artefact's (checked against this training set), else a random one."""
+    n = len(train[0])
     if args.importance:
-        from dltutorials_is.fim.driver import read_artefact
-        return np.asarray(read_artefact(args.importance)["p"], dtype="float64")
+        from dltutorials_is.fim.driver import load_importance
+        from dltutorials_is.fim.lstm import train_fingerprint
+        return load_importance(args.importance, train_fingerprint(train), n)
     score = np.random.RandomState(1).lognormal(sigma=0.5, size=n)
     return score / score.sum()
 
@@ -196,7 +199,7 @@ def run_sampler_worker(args):
     model = LstmModel(dict(OPTIONS, optimizer="adadelta"), train, SEED)
     model.optimiser
     draws = {}
-    for kind, p in (("uniform", None), ("importance", importance_p(n, args))):
+    for kind, p in (("uniform", None), ("importance", importance_p(train, args))):
         sampler = make_sampler(kind, n, OPTIONS["batch_size"], p)
         draws[kind] = list(sampler.epoch(np.random.RandomState(SEED)))[:args.updates]
     steps = {kind: (lambda draw: model.train_step(*draw).cost) for kind in draws}

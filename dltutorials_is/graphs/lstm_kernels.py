@@ -28,6 +28,7 @@ paths at 1e-12), so the training numbers agree with the tutorial's graph to roun
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import platform
 
 import numpy as np
@@ -41,12 +42,17 @@ from aesara.tensor.blas_headers import blas_header_text
 from dltutorials_is.graphs.row_ops import contiguous_output
 
 _C_TYPES = {"float64": ("double", "NPY_FLOAT64", "", "dgemm_"), "float32": ("float", "NPY_FLOAT32", "f", "sgemm_")}
-#: AVX2 vectors and glibc's libmvec functions of each type (`_VECTOR_MATH`)
+#: AVX2 vectors and glibc's libmvec functions of each type (`_vector_math`)
 _VECTORS = {"double": dict(V="__m256d", W=4, S="pd", EXP="_ZGVdN4v_exp", TANH="_ZGVdN4v_tanh"),
             "float": dict(V="__m256", W=8, S="ps", EXP="_ZGVdN8v_expf", TANH="_ZGVdN8v_tanhf")}
-#: glibc's vector math library is there: the gates' exp and tanh then run 4 (float64) or 8 (float32) at a
-#: time, each within a few units in the last place of the scalar function's value
-_VECTOR_MATH = platform.machine() == "x86_64" and ctypes.util.find_library("mvec") is not None
+
+
+@functools.cache
+def _vector_math() -> bool:
+    """glibc's vector math library is there: the gates' exp and tanh then run 4 (float64) or 8 (float32) at
+    a time, each within a few units in the last place of the scalar function's value. Looked up when a
+    kernel is first compiled, not at import (`find_library` runs `ldconfig`)."""
+    return platform.machine() == "x86_64" and ctypes.util.find_library("mvec") is not None
 
 _VECTOR_DECLARATIONS = """
 #if defined(DLT_VECTOR_MATH) && defined(__AVX2__)
@@ -239,10 +245,10 @@ class _PackedKernel(COp):
             for T, _, F, gemm in _C_TYPES.values())
 
     def c_libraries(self, **kwargs):
-        return ldflags() + (["mvec"] if _VECTOR_MATH else [])
+        return ldflags() + (["mvec"] if _vector_math() else [])
 
     def c_compile_args(self, **kwargs):
-        return ldflags(libs=False, flags=True) + (["-DDLT_VECTOR_MATH"] if _VECTOR_MATH else [])
+        return ldflags(libs=False, flags=True) + (["-DDLT_VECTOR_MATH"] if _vector_math() else [])
 
     def c_lib_dirs(self, **kwargs):
         return ldflags(libs=False, libs_dir=True)
@@ -251,7 +257,7 @@ class _PackedKernel(COp):
         return ldflags(libs=False, include_dir=True)
 
     def c_code_cache_version(self):
-        return (5, _VECTOR_MATH)
+        return (5, _vector_math())
 
 
 def _as_inputs(*values):

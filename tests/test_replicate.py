@@ -379,6 +379,38 @@ def test_report_puts_the_hand_written_summary_first(tmp_path):
     assert text.index("Why λ = 2 was run.") < text.index("## Figure 4")
 
 
+def test_a_finished_grid_asked_for_more_epochs_continues_as_if_it_had_never_stopped(tmp_path):
+    short, long = (specs(arms=("uniform", "is-paper"), seeds=(0,), cells=((16, 0.5),), epochs=e) for e in (2, 5))
+    for name in ("extended", "straight"):
+        (tmp_path / name).mkdir()
+    run_grid(FakeBackend(tmp_path / "extended"), short, tmp_path / "extended_out", progress=False)
+    statuses = run_grid(FakeBackend(tmp_path / "extended"), long, tmp_path / "extended_out", progress=False)
+    assert set(statuses.values()) == {"done"}
+    assert calls(tmp_path / "extended", "fim_calls.txt") == ["b16_subset20 0"]  # FIM is not mined again
+    run_grid(FakeBackend(tmp_path / "straight"), long, tmp_path / "straight_out", progress=False)
+    for spec in long:
+        extended = read_log(run_dir(tmp_path / "extended_out", spec) / "log.jsonl")
+        assert [r["epoch"] for r in extended] == [0, 1, 2, 3, 4, 5]
+        straight = read_log(run_dir(tmp_path / "straight_out", spec) / "log.jsonl")
+        assert _without_clocks(extended) == _without_clocks(straight), spec.run_id
+        assert json.loads((run_dir(tmp_path / "extended_out", spec) / "spec.json").read_text())["epochs"] == 5
+        assert f"{spec.run_id} resumed after 2" in calls(tmp_path / "extended", "train_calls.txt")  # not retrained
+
+
+def test_a_finished_run_is_neither_shortened_nor_extended_without_its_checkpoint(tmp_path):
+    grid = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=3)
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False)
+    directory = run_dir(tmp_path / "out", grid[0])
+    log_before = (directory / "log.jsonl").read_text()
+    shorter = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=2)
+    assert "cannot be shortened" in run_grid(FakeBackend(tmp_path), shorter, tmp_path / "out", progress=False)[grid[0].run_id]
+    (directory / "checkpoint.pkl").unlink()
+    longer = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=4)
+    assert "no checkpoint" in run_grid(FakeBackend(tmp_path), longer, tmp_path / "out", progress=False)[grid[0].run_id]
+    assert (directory / "log.jsonl").read_text() == log_before and (directory / "done").exists()
+    assert run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False) == {grid[0].run_id: "skipped"}
+
+
 def _without_clocks(records):
     return [{k: v for k, v in r.items() if not k.endswith("wall_s")} for r in records]
 

@@ -2,8 +2,10 @@
 
 Every run writes to its own directory under `<out>/runs/`: `spec.json`, `log.jsonl` (one line per
 finished epoch, appended and fsynced, so a killed run leaves only whole lines), `checkpoint.pkl`
-(replaced atomically after each epoch) and finally `done`. Restarting the same command skips runs with
-`done` and resumes the others from their last checkpoint (or from scratch without one).
+(replaced atomically after each epoch, kept at the end) and finally `done`. Restarting the same command
+skips runs with `done` and resumes the others from their last checkpoint (or from scratch without one);
+the same command with a larger `--epochs` continues finished runs from their last checkpoint, as if
+they had been asked for that many epochs from the start.
 
 Arms: `uniform` (the tutorial's sampler), `replacement` (uniform with replacement: the control that
 separates *importance* from *sampling with replacement*), `is-paper` (FIM, the paper's `norm` score
@@ -26,7 +28,7 @@ import pickle
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -354,12 +356,17 @@ def _resume_point(directory: Path) -> dict | None:
 def execute_run(backend: Backend, spec: RunSpec, out: Path) -> str:
     """Run (or resume, or skip) one grid run; returns "skipped", "done" or "failed: …"."""
     directory = run_dir(out, spec)
+    spec_path = directory / "spec.json"
+    previous = RunSpec(**json.loads(spec_path.read_text())) if spec_path.exists() else spec
+    if previous != spec:
+        refusal = _extension_refusal(previous, spec, directory)
+        if refusal:
+            return f"failed: {spec.run_id}: {refusal}"
+        with contextlib.suppress(FileNotFoundError):
+            (directory / "done").unlink()
     if (directory / "done").exists():
         return "skipped"
     directory.mkdir(parents=True, exist_ok=True)
-    spec_path = directory / "spec.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != asdict(spec):
-        return f"failed: {directory} holds a run with a different spec; use another --out"
     atomic_write_text(spec_path, json.dumps(asdict(spec), indent=1))
     try:
         fim = ensure_fim(backend, spec, out) if spec.uses_fim else None
@@ -374,10 +381,24 @@ def execute_run(backend: Backend, spec: RunSpec, out: Path) -> str:
         return f"failed: {spec.run_id}: {err}"
     done = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "fim_kind": ctx.fim_kind, "last": records[-1]}
     atomic_write_text(directory / "done", json.dumps(done))
-    with contextlib.suppress(FileNotFoundError):
-        (directory / "checkpoint.pkl").unlink()
+    with contextlib.suppress(FileNotFoundError):  # the last checkpoint stays: it lets --epochs grow later
         (directory / "error.txt").unlink()
     return "done"
+
+
+def _extension_refusal(previous: RunSpec, spec: RunSpec, directory: Path) -> str | None:
+    """Why the run in `directory` (spec `previous`) cannot become `spec`, or None if it can: only a
+    longer run of the same spec, continued from the last checkpoint of a finished run, is the same run."""
+    if replace(previous, epochs=spec.epochs) != spec:
+        return f"{directory} holds a run with a different spec; use another --out"
+    if spec.epochs < previous.epochs:
+        return (f"{directory} holds a run of {previous.epochs} epochs; it cannot be shortened to {spec.epochs} "
+                f"(ask for --epochs {previous.epochs} or more, or use another --out)")
+    if (directory / "done").exists() and not (directory / "checkpoint.pkl").exists():
+        return (f"{directory} finished {previous.epochs} epochs and has no checkpoint to continue from (runs "
+                f"finished by an older version, or copied from a repository without it); ask for --epochs "
+                f"{previous.epochs}, or use another --out to train {spec.epochs} epochs from scratch")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -234,7 +234,7 @@ def _report_for(tmp_path, is_gain):
     grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.1), (16, 0.5), (16, 1.0)), epochs=5)
     run_grid(FakeBackend(tmp_path, is_gain=is_gain), grid, tmp_path / "fig4", progress=False)
     output = tmp_path / "REPLICATION.md"
-    write_report({"fig4": tmp_path / "fig4", "fig6": tmp_path / "missing"}, output, tmp_path / "docs")
+    write_report({"fig4": [tmp_path / "fig4"], "fig6": [tmp_path / "missing"]}, output, tmp_path / "docs")
     return output.read_text()
 
 
@@ -253,7 +253,7 @@ def test_report_verdicts_follow_the_logs(tmp_path):
     assert _verdict(win, claim) == "held"
     assert _verdict(lose, claim) == "did not hold"
     assert "Not run: no logs" in win  # fig6 was not run
-    assert "![fig4_epoch](docs/fig4_epoch.png)" in win
+    assert "![win_fig4_epoch](docs/win_fig4_epoch.png)" in win  # figures named after the grid folder
     # The commands and the scale shown come from the grid's own files.
     assert "subset mode ['random']" in win and "seeds [0, 1, 2]" in win
     # The λ claim is judged from the logs: a gain peaking at λ = 0.5 holds it, one peaking at λ = 1 does not.
@@ -270,7 +270,7 @@ def test_fig6_regression_claim_flips_with_the_logs(tmp_path):
         grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((50, 0.3),), epochs=8, figure="fig6")
         run_grid(FakeBackend(where, figure="fig6", is_gain=0.0, regress_arm=regress_arm), grid, where / "fig6",
                  progress=False)
-        write_report({"fig6": where / "fig6"}, where / "R.md", where / "docs")
+        write_report({"fig6": [where / "fig6"]}, where / "R.md", where / "docs")
         return (where / "R.md").read_text()
 
     claim = "at batch 50, λ = 0.3 uniform regresses while IS keeps decreasing"
@@ -314,23 +314,42 @@ def test_report_names_failed_runs_and_leaves_them_out(tmp_path):
     grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1), cells=((16, 0.5),), epochs=3)
     victim = next(s for s in grid if s.arm == "is-paper" and s.seed == 1)
     run_grid(FakeBackend(tmp_path, crash=(victim.run_id, 2)), grid, tmp_path / "fig4", progress=False)
-    write_report({"fig4": tmp_path / "fig4"}, tmp_path / "R.md", tmp_path / "docs")
+    write_report({"fig4": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
     text = (tmp_path / "R.md").read_text()
-    assert f"`{victim.run_id}`: last logged epoch 1; error: RuntimeError: simulated kill" in text
+    line = next(l for l in text.splitlines() if f"`{victim.run_id}`" in l)
+    assert line.startswith(f"  - `{victim.run_id}`: last logged epoch 1 of 3 (train_cost_during_epoch ")
+    assert line.endswith("; error: RuntimeError: simulated kill")
     assert "runs: 3 finished of 4 started" in text
     assert "| b=16, λ=0.5 | is-paper |" in text and "| 1/1 |" in text  # one paired seed left
 
 
 def test_report_labels_a_reduced_scale(tmp_path):
     text = _report_for(tmp_path, is_gain=0.2)
-    assert "**Reduced scale, not the paper's protocol**: 20 training samples instead of all (random subset)" in text
+    assert "## Figure 4: LSTM on IMDB, SGD, batch 16: reduced data" in text
+    assert "**Short of the paper's protocol**: 20 training samples instead of all (random subset)" in text
     assert "5 epochs instead of 20" in text and "(16, 0.05) not run" in text
+
+
+def test_report_has_a_section_per_grid_with_its_data_scale_figures_and_compute(tmp_path):
+    paper = grid_specs("fig4", ((16, 0.5),), ("uniform",), (0,), 2)  # whole training set, whole sets
+    run_grid(FakeBackend(tmp_path), paper, tmp_path / "paper_scale" / "fig4", progress=False)
+    reduced = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=3)
+    run_grid(FakeBackend(tmp_path), reduced, tmp_path / "reduced" / "fig4", progress=False)
+    write_report({"fig4": [tmp_path / "paper_scale" / "fig4", tmp_path / "reduced" / "fig4"]}, tmp_path / "R.md",
+                 tmp_path / "docs")
+    text = (tmp_path / "R.md").read_text()
+    assert text.index("batch 16: paper-scale data") < text.index("batch 16: reduced data")
+    assert {p.name for p in (tmp_path / "docs").glob("*_epoch.png")} == {"paper_scale_fig4_epoch.png",
+                                                                          "reduced_fig4_epoch.png"}
+    records = [read_log(run_dir(tmp_path / "paper_scale" / "fig4", paper[0]) / "log.jsonl")[-1]]
+    hours = sum(records[0][f"{k}_wall_s"] for k in ("train", "eval", "setup")) / 3600
+    assert f"- compute so far: {hours:.3g} core-hours (train " in text.split("reduced data")[0]
 
 
 def test_report_compares_is_with_the_replacement_control(tmp_path):
     grid = specs(arms=("uniform", "replacement", "is-paper"), seeds=(0, 1), cells=((16, 0.5),), epochs=3)
     run_grid(FakeBackend(tmp_path, is_gain=0.1), grid, tmp_path / "fig4", progress=False)
-    write_report({"fig4": tmp_path / "fig4"}, tmp_path / "R.md", tmp_path / "docs")
+    write_report({"fig4": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
     text = (tmp_path / "R.md").read_text()
     assert _verdict(text, "(control, not the paper's) IS beats uniform sampling *with replacement*") == "held"
 
@@ -340,7 +359,7 @@ def test_report_warns_when_no_model_beat_the_constant_predictor(tmp_path):
         where.mkdir()
         grid = specs(arms=("uniform", "is-paper"), seeds=(0,), cells=((16, 0.5),), epochs=2)
         run_grid(FakeBackend(where, constant_error=constant_error), grid, where / "fig4", progress=False)
-        write_report({"fig4": where / "fig4"}, where / "R.md", where / "docs")
+        write_report({"fig4": [where / "fig4"]}, where / "R.md", where / "docs")
         return (where / "R.md").read_text()
 
     warning = "No arm beat the constant (majority-class) predictor"
@@ -351,7 +370,7 @@ def test_report_warns_when_no_model_beat_the_constant_predictor(tmp_path):
 def test_report_tells_how_often_online_is_switched_on(tmp_path):
     grid = specs(arms=("uniform", "online"), seeds=(0,), cells=((4, 0.5),), epochs=2)
     run_grid(FakeBackend(tmp_path), grid, tmp_path / "fig4", progress=False)
-    write_report({"fig4": tmp_path / "fig4"}, tmp_path / "R.md", tmp_path / "docs")
+    write_report({"fig4": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
     logged = load_grid(tmp_path / "fig4")
     last = next(log for log in logged if log.spec.arm == "online").records[-1]
     share = last["online_is_updates"] / last["online_updates"]
@@ -362,7 +381,7 @@ def test_report_summarises_the_gradient_variance_ratio(tmp_path):
     grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.5),), epochs=4)
     run_grid(FakeBackend(tmp_path, log_grad_variance=True), grid, tmp_path / "fig4", progress=False)
     output = tmp_path / "REPLICATION.md"
-    write_report({"fig4": tmp_path / "fig4"}, output, tmp_path / "docs")
+    write_report({"fig4": [tmp_path / "fig4"]}, output, tmp_path / "docs")
     section = output.read_text().split("### Does P reduce the gradient variance?")[1].split("###")[0]
     rows = [line for line in section.splitlines() if line.startswith("| b=16")]
     assert rows == ["| b=16, λ=0.5 | is-paper | 3 | 0.5 | 0.5 | 0.5 | 0.5 | 0.5 | 1 |"]
@@ -374,7 +393,7 @@ def test_report_puts_the_hand_written_summary_first(tmp_path):
     summary = tmp_path / "summary.md"
     summary.write_text("## Summary\n\nWhy λ = 2 was run.\n")
     output = tmp_path / "REPLICATION.md"
-    write_report({"fig4": tmp_path / "fig4"}, output, tmp_path / "docs", summary)
+    write_report({"fig4": [tmp_path / "fig4"]}, output, tmp_path / "docs", summary)
     text = output.read_text()
     assert text.index("Why λ = 2 was run.") < text.index("## Figure 4")
 

@@ -2,7 +2,7 @@
 
     python -m dltutorials_is.replicate fig4 --epochs 5 --train-subset 2000 --seeds 1 2 3 --n-jobs 2
     python -m dltutorials_is.replicate fig6 --epochs 20 --n-jobs 2
-    python -m dltutorials_is.replicate report --fig4 runs/replication/fig4 --fig6 runs/replication/fig6
+    python -m dltutorials_is.replicate report --fig4 runs/paper_scale/fig4 runs/replication/fig4 --fig6 runs/replication/fig6
     python -m dltutorials_is.replicate fig6 --scheduler tcp://HOST:8786 --n-jobs -1   # on a dask cluster
 """
 from __future__ import annotations
@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--figures", type=Path, default=None, help="PNG directory (default: <out>/plots)")
     p = sub.add_parser("report", help="write REPLICATION.md and its figures from the grids' logs")
-    p.add_argument("--fig4", type=Path, default=Path("runs/replication/fig4"))
-    p.add_argument("--fig6", type=Path, default=Path("runs/replication/fig6"))
+    for name in FIGURES:
+        p.add_argument(f"--{name}", type=Path, nargs="+", default=[Path("runs/replication") / name], metavar="GRID",
+                       help="the grid folder(s), a section each, in this order (default: %(default)s)")
     p.add_argument("--output", type=Path, default=Path("REPLICATION.md"))
     p.add_argument("--figures", type=Path, default=Path("docs/replication"))
     p.add_argument("--summary", type=Path, default=None,
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--summary {args.summary}: no such file")
         check_writable(args.output, "--output")
         check_writable_dir(args.figures, "--figures")
-        write_report({"fig4": args.fig4, "fig6": args.fig6}, args.output, args.figures, args.summary)
+        write_report({name: getattr(args, name) for name in FIGURES}, args.output, args.figures, args.summary)
         print(f"wrote {args.output} and figures in {args.figures}")
         return 0
 

@@ -258,13 +258,15 @@ def scale_lines(logs: list[RunLog], manifest: dict, fim_records: list[dict]) -> 
         for log in unfinished:
             error = run_error(log)
             last = log.records[-1]["epoch"] if log.records else "none"
-            lines.append(f"  - `{log.spec.run_id}`: last logged epoch {last}" + (f"; error: {error}" if error else ""))
+            lines.append(f"  - `{log.spec.run_id}`: last logged epoch {last}" + _standing(log)
+                         + (f"; error: {error}" if error else ""))
     rates = [log.records[-1]["train_wall_s"] / log.records[-1]["train_units"] * 1000
              for log in logs if log.done and log.records[-1].get("train_units")]
     if rates:
         lines.append(f"- training wall-clock seconds per 1000 units, across finished runs: min {fmt(min(rates), 3)}, "
                      f"median {fmt(float(np.median(rates)), 3)}, max {fmt(max(rates), 3)} (the machine was shared and "
                      "its load changed while the grid ran: compare arms by units; wall times are indicative)")
+    lines.append(compute_line(logs, fim_records))
     train_sizes = sorted({r["info"].get("n_train") for r in fim_records if r.get("info", {}).get("n_train")})
     if train_sizes:
         lines.append(f"- FIM training-set sizes: {train_sizes}")
@@ -272,6 +274,27 @@ def scale_lines(logs: list[RunLog], manifest: dict, fim_records: list[dict]) -> 
         lines.append("- command(s):")
         lines += [f"  `{c}`" for c in manifest["commands"]]
     return lines
+
+
+def _standing(log: RunLog) -> str:
+    """Where an unfinished run stands: its last logged metrics (and the constant predictor's)."""
+    if not log.records or log.records[-1]["epoch"] == 0:
+        return ""
+    last = log.records[-1]
+    keys = ["train_cost_during_epoch"] + [k for k in FIGURES[log.spec.figure].metrics] + \
+           [k for k in sorted(last) if k.endswith("_constant")]
+    return " of " + str(log.spec.epochs) + " (" + ", ".join(f"{k} {fmt(last[k])}" for k in keys if k in last) + ")"
+
+
+def compute_line(logs: list[RunLog], fim_records: list[dict]) -> str:
+    """The compute the grid has taken so far, from the clocks its logs carry (runs are single-threaded
+    processes, so wall seconds are core seconds: an upper bound on CPU time on a shared machine)."""
+    last = [log.records[-1] for log in logs if log.records]
+    parts = {kind: sum(r.get(f"{kind}_wall_s", 0.0) for r in last) / 3600 for kind in ("train", "eval", "setup")}
+    parts["FIM"] = sum(r["wall_s"] for r in fim_records) / 3600  # once per (protocol, seed), not per arm
+    return (f"- compute so far: {fmt(sum(parts.values()), 3)} core-hours (" +
+            ", ".join(f"{kind} {fmt(hours, 3)}" for kind, hours in parts.items()) +
+            "), wall-clock seconds of single-threaded processes as logged")
 
 
 def scale_reductions(logs: list[RunLog], config) -> list[str]:
@@ -318,20 +341,27 @@ def fim_lines(fim_records: list[dict], logs: list[RunLog]) -> list[str]:
     return lines
 
 
+def data_scale(logs: list[RunLog]) -> str:
+    """'paper-scale data' when every run trains on the whole training set and evaluates on whole sets."""
+    whole = all(log.spec.train_subset is None and log.spec.eval_subset is None for log in logs)
+    return "paper-scale data" if whole else "reduced data"
+
+
 def figure_section(name: str, out: Path, figures_dir: Path, report_dir: Path) -> list[str]:
     config = FIGURES[name]
     logs = load_grid(out)
     if not logs:
         return [f"## {config.title}", "", f"Not run: no logs under `{out}`.", ""]
+    title = f"{config.title}: {data_scale(logs)} (`{out}`)"
     manifest = load_manifest(out)
     fim_records = load_fim_records(out)
     grouped = finished(logs)
     arms = [a for a in arm_order({log.spec.arm for log in logs}) if a != "uniform"]
     epochs = max((len(log.records) for log in logs), default=0)
-    lines = [f"## {config.title}", "", "### Scale", ""]
+    lines = [f"## {title}", "", "### Scale", ""]
     reductions = scale_reductions(logs, config)
     if reductions:
-        lines += [f"**Reduced scale, not the paper's protocol**: {'; '.join(reductions)}. Verdicts below hold "
+        lines += [f"**Short of the paper's protocol**: {'; '.join(reductions)}. Verdicts below hold "
                   "for this scale only.", ""]
     lines += scale_lines(logs, manifest, fim_records)
     lines += ["", "### Importance (FIM)", ""] + fim_lines(fim_records, logs) + [""]
@@ -347,7 +377,7 @@ def figure_section(name: str, out: Path, figures_dir: Path, report_dir: Path) ->
         lines += fig6_claims(grouped, arms, logs)
 
     lines += ["### Figures", ""]
-    for path in plot_grid(out, figures_dir, prefix=name):
+    for path in plot_grid(out, figures_dir, prefix=plot_prefix(out)):
         rel = os.path.relpath(path, report_dir)
         lines += [f"![{path.stem}]({rel})", ""]
     return lines
@@ -492,13 +522,21 @@ def fig6_claims(grouped: dict, arms: list[str], logs: list[RunLog]) -> list[str]
     return lines
 
 
+def plot_prefix(out: Path) -> str:
+    """The grid's figures are named after its folder (e.g. runs/paper_scale/fig4 -> paper_scale_fig4)."""
+    return "_".join(Path(out).parts[-2:])
+
+
 def full_scale_command(name: str) -> str:
-    return f"python -m dltutorials_is.replicate {name} --epochs {FIGURES[name].epochs} --seeds 1 2 3 --n-jobs 2"
+    """The figure's whole default grid (every cell, arm and seed, the default epochs) on a dask cluster."""
+    return (f"python -m dltutorials_is.replicate {name} --epochs {FIGURES[name].epochs} --seeds 1 2 3 "
+            f"--scheduler tcp://SCHEDULER:8786 --n-jobs -1 --out /shared/runs/{name}")
 
 
-def write_report(grids: dict[str, Path], output: Path, figures_dir: Path, summary: Path | None = None) -> None:
-    """REPLICATION.md from the grids' logs; `summary` (hand-written markdown: what was chosen and why,
-    what the tables mean) goes first when given, the generated sections follow."""
+def write_report(grids: dict[str, list[Path]], output: Path, figures_dir: Path, summary: Path | None = None) -> None:
+    """REPLICATION.md from the grids' logs, a section per grid (e.g. one at the paper's scale, one
+    reduced) in the order given; `summary` (hand-written markdown: what was chosen and why, what the
+    tables mean) goes first when given, the generated sections follow."""
     output = Path(output)
     report_dir = output.parent.resolve()
     figures_dir = Path(figures_dir).resolve()
@@ -516,12 +554,14 @@ def write_report(grids: dict[str, Path], output: Path, figures_dir: Path, summar
         "(with n seeds the smallest attainable p is 2/2ⁿ, i.e. 0.25 for 3 seeds: a single cell can show a "
         "direction, never significance) and Welch's t-test p; pooled over cells where stated.",
         "",
-        "Full-scale commands (paper protocol: whole training set):",
+        "The full default grids (every step size, arm and seed, the default epochs), on a dask cluster "
+        "(README, \"On a dask cluster\"):",
         "",
     ]
     lines += [f"    {full_scale_command(name)}" for name in FIGURES] + [""]
     if summary is not None:
         lines += [Path(summary).read_text().strip(), ""]
-    for name, out in grids.items():
-        lines += figure_section(name, Path(out), figures_dir, report_dir)
+    for name, outs in grids.items():
+        for out in outs:
+            lines += figure_section(name, Path(out), figures_dir, report_dir)
     output.write_text("\n".join(lines) + "\n")

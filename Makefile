@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: setup data quickstart test bench
+.PHONY: setup data quickstart test bench grid-logs
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt setup.py
@@ -26,3 +26,10 @@ quickstart: setup $(DATA)/imdb.pkl
 
 test: setup data
 	$(PY) -m pytest -q tests
+
+# Stage a replication grid's small files for a commit: the manifest, each run's spec, per-epoch log and
+# `done`, each FIM's record and P; never checkpoints or data. A clone then resumes the grid at run
+# granularity (finished runs skipped, FIM not mined again). `make grid-logs GRID=runs/paper_scale/fig6`
+grid-logs:
+	@test -f "$(GRID)/grid.json" || { echo "error: GRID=$(GRID) is not a grid folder (no grid.json) — e.g. make grid-logs GRID=runs/paper_scale/fig6"; exit 1; }
+	git add -f $(GRID)/grid.json $$(find $(GRID) \( -name spec.json -o -name log.jsonl -o -name done -o -name fim.json -o -name p.npz \) -print)

@@ -343,7 +343,7 @@ def test_report_has_a_section_per_grid_with_its_data_scale_figures_and_compute(t
                                                                           "reduced_fig4_epoch.png"}
     records = [read_log(run_dir(tmp_path / "paper_scale" / "fig4", paper[0]) / "log.jsonl")[-1]]
     hours = sum(records[0][f"{k}_wall_s"] for k in ("train", "eval", "setup")) / 3600
-    assert f"- compute so far: {hours:.3g} core-hours (train " in text.split("reduced data")[0]
+    assert f"- compute so far: {hours:.2f} core-hours (train " in text.split("reduced data")[0]
 
 
 def test_report_compares_is_with_the_replacement_control(tmp_path):

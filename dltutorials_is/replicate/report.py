@@ -292,8 +292,8 @@ def compute_line(logs: list[RunLog], fim_records: list[dict]) -> str:
     last = [log.records[-1] for log in logs if log.records]
     parts = {kind: sum(r.get(f"{kind}_wall_s", 0.0) for r in last) / 3600 for kind in ("train", "eval", "setup")}
     parts["FIM"] = sum(r["wall_s"] for r in fim_records) / 3600  # once per (protocol, seed), not per arm
-    return (f"- compute so far: {fmt(sum(parts.values()), 3)} core-hours (" +
-            ", ".join(f"{kind} {fmt(hours, 3)}" for kind, hours in parts.items()) +
+    return (f"- compute so far: {sum(parts.values()):.2f} core-hours (" +
+            ", ".join(f"{kind} {hours:.2f}" for kind, hours in parts.items()) +
             "), wall-clock seconds of single-threaded processes as logged")
 
 

@@ -430,6 +430,23 @@ def test_a_finished_run_is_neither_shortened_nor_extended_without_its_checkpoint
     assert run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False) == {grid[0].run_id: "skipped"}
 
 
+def test_a_grid_is_resumed_only_with_the_float_type_it_was_started_with(tmp_path):
+    from dltutorials_is.errors import SettingError
+
+    grid = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=2)
+    backend = FakeBackend(tmp_path)
+    backend.floatX = "float32"
+    run_grid(backend, grid, tmp_path / "out", progress=False)
+    assert json.loads((tmp_path / "out" / "grid.json").read_text())["floatX"] == "float32"
+    backend.floatX = "float64"
+    with pytest.raises(SettingError, match="grid of --floatX float32 runs"):
+        run_grid(backend, grid, tmp_path / "out", progress=False)
+    manifest = json.loads((tmp_path / "out" / "grid.json").read_text())
+    del manifest["floatX"]  # a grid from before the float type was recorded: float64, as every one was
+    (tmp_path / "out" / "grid.json").write_text(json.dumps(manifest))
+    assert run_grid(backend, grid, tmp_path / "out", progress=False) == {grid[0].run_id: "skipped"}
+
+
 def _without_clocks(records):
     return [{k: v for k, v in r.items() if not k.endswith("wall_s")} for r in records]
 

@@ -37,6 +37,7 @@ from joblib import delayed
 from tqdm import tqdm
 
 from dltutorials_is.cluster import pool
+from dltutorials_is.errors import SettingError
 from dltutorials_is.io import (
     append_json_line, atomic_pickle, atomic_write_text, non_finite, read_json_lines, rewrite_json_lines,
 )
@@ -419,7 +420,8 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     the `parallel` backend (None: processes here; "dask": the workers of the active dask client, where
     a run lost with its worker is run again, resuming from its last checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, specs, command)
+    _check_floatX(out, getattr(backend, "floatX", None))
+    _write_manifest(out, specs, command, getattr(backend, "floatX", None))
     fim_jobs = {}
     for spec in specs:
         if spec.uses_fim:
@@ -442,11 +444,23 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     return statuses
 
 
-def _write_manifest(out: Path, specs: list[RunSpec], command: str) -> None:
+def _check_floatX(out: Path, floatX: str | None) -> None:
+    """A grid's runs, checkpoints and FIM artefacts all have the float type it was started with (grids
+    from before it was recorded were all float64): resuming with another would mix them silently."""
+    manifest_path = out / "grid.json"
+    if floatX is None or not manifest_path.exists():
+        return
+    started = json.loads(manifest_path.read_text()).get("floatX", "float64")
+    if started != floatX:
+        raise SettingError(f"{out} is a grid of --floatX {started} runs and FIM artefacts; resume it with "
+                           f"--floatX {started}, or give the {floatX} grid another --out")
+
+
+def _write_manifest(out: Path, specs: list[RunSpec], command: str, floatX: str | None) -> None:
     manifest_path = out / "grid.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"commands": []}
     commands = previous["commands"] + ([command] if command and command not in previous["commands"] else [])
-    manifest = {"figure": specs[0].figure if specs else None, "commands": commands,
+    manifest = {"figure": specs[0].figure if specs else None, "floatX": floatX, "commands": commands,
                 "specs": [asdict(s) for s in specs]}
     atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
 

@@ -39,7 +39,7 @@ from dltutorials_is.replicate.grid import run_grid
 from dltutorials_is.replicate.specs import RunSpec, grid_specs, run_dir
 from dltutorials_is.sampling.samplers import SongOrderSampler
 from dltutorials_is.tutorials import rnnrbm as rnnrbm_tutorial
-from dltutorials_is.tutorials.lstm import train_lstm
+from dltutorials_is.tutorials.lstm import sequential_batches, train_lstm
 
 from replication_helpers import RNNRBM_SPECS, TinyLstmBackend, TinyRnnRbmBackend
 from test_fim_lstm import write_tiny_imdb
@@ -178,6 +178,22 @@ def test_lstm_replication_trains_exactly_like_the_tutorial(lstm_grid, imdb_dir, 
     final = backend.states[spec.run_id][-1]["params"]
     with np.load(saveto) as saved:
         assert_same_params({name: saved[name] for name in final}, final)
+
+
+def test_lstm_replication_logs_the_tutorials_error_and_the_auc_of_the_same_forward_pass(lstm_grid):
+    """The logged error is `pred_error`'s number; the AUC is the share of (positive, negative) review
+    pairs ranked right (ties half), counted pair by pair."""
+    backend, out = lstm_grid
+    last = logged(out, LSTM_SPEC)[-1]
+    model = backend.prepare(LSTM_SPEC, np.random.RandomState(LSTM_SPEC.seed)).model
+    model.set_params(backend.states[LSTM_SPEC.run_id][-1]["params"])
+    train, _, _ = backend.splits(LSTM_SPEC)
+    batches = sequential_batches(len(train[0]), TinyLstmBackend.OPTIONS["valid_batch_size"])
+    assert last["train_err"] == model.error(train, batches)
+    scores = model.probabilities(train, batches)[:, 1]
+    labels = np.asarray(train[1])[np.concatenate(batches)]
+    pairs = [(p > n) + 0.5 * (p == n) for p in scores[labels == 1] for n in scores[labels == 0]]
+    assert 0 < last["train_auc"] < 1 and last["train_auc"] == pytest.approx(np.mean(pairs), abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,7 +128,13 @@ class LstmModel:
         for index in batches:
             sequences, _ = self.minibatch(index, split)
             correct += (self.f_pred(*sequences) == labels[index]).sum()
-        return 1.0 - graph.floatx(correct) / len(split[0])
+        return error_rate(correct, len(split[0]))
+
+    def probabilities(self, split: Split, batches: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities of the reviews `np.concatenate(batches)` of `split`, dropout off: one
+        forward pass gives `error`'s number (argmax, as `f_pred`) and ranking metrics as well."""
+        self.graph.use_noise.set_value(graph.floatx(0.0))
+        return np.concatenate([self.graph.f_pred_prob(*self.minibatch(index, split)[0]) for index in batches])
 
     def losses(self, indices: Sequence[int]) -> np.ndarray:
         """Per-review cross-entropies, dropout off. The tutorial's loss −log(p_y + 1e-8) is about −1e-8
@@ -182,3 +188,8 @@ class LstmModel:
         self.trng.seed(int(seed))
         for shared in self.optimiser.accumulators:
             shared.set_value(np.zeros_like(shared.get_value(borrow=True)))
+
+
+def error_rate(correct: int, n: int) -> float:
+    """`pred_error`'s arithmetic, 1 − correct/n in floatX, so that every path gives the same number."""
+    return 1.0 - graph.floatx(correct) / n

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import aesara
+from scipy.stats import mannwhitneyu
 
 from dltutorials_is.datasets.chunks import chunk_arrays, make_chunks
 from dltutorials_is.datasets.download import DataError
@@ -26,7 +27,7 @@ from dltutorials_is.fim.lstm import load_or_mine_lstm_importance
 from dltutorials_is.fim.rnnrbm import load_or_mine_rnnrbm_importance
 from dltutorials_is.graphs.lstm import init_params
 from dltutorials_is.models.base import set_stream_states, stream_states
-from dltutorials_is.models.lstm import GRAPH_OPTIONS, LstmModel
+from dltutorials_is.models.lstm import GRAPH_OPTIONS, LstmModel, error_rate
 from dltutorials_is.models.rnnrbm import RnnRbmConfig, RnnRbmModel, initial_values
 from dltutorials_is.replicate.grid import Backend, Experiment, FimOutcome, RunContext
 from dltutorials_is.replicate.specs import PAPER_SCORE, RunSpec, subset_indices
@@ -260,7 +261,9 @@ class LstmBackend(Backend):
         def metrics(ctx: RunContext) -> dict:
             saved = stream_states(model.trng)
             with ctx.evaluation(n_evaluated):
-                values = {name: model.error(split, batches) for name, (split, batches) in evaluated.items()}
+                values = {}
+                for name, (split, batches) in evaluated.items():
+                    values.update(_classification_metrics(model, name, split, batches))
             # what always answering the majority class scores: has the model learned more?
             values["train_err_constant"] = _constant_error(evaluated["train_err"][0][1])
             values["valid_err_constant"] = _constant_error(evaluated["valid_err"][0][1])
@@ -279,6 +282,22 @@ def _eval_part(split, spec: RunSpec, batch_size: int):
     keep = subset_indices(len(split[0]), spec.eval_subset, "random")
     part = [split[0][i] for i in keep], [split[1][i] for i in keep]
     return part, sequential_batches(len(keep), batch_size)
+
+
+def _classification_metrics(model: LstmModel, name: str, split, batches) -> dict:
+    """`name` (the tutorial's error rate) and `<set>_auc`, from one forward pass over the set.
+
+    The AUC (probability that a random positive review scores above a random negative one) sees
+    learning that the error rate cannot: on SGD's plateau every review gets the majority class, while
+    the reviews' ranking may already be improving (None when the set holds one class only)."""
+    probabilities = model.probabilities(split, batches)
+    labels = np.asarray(split[1])[np.concatenate(batches)]
+    values = {name: error_rate(int((probabilities.argmax(axis=1) == labels).sum()), len(labels))}
+    if probabilities.shape[1] == 2 and 0 < labels.sum() < len(labels):
+        positive, negative = probabilities[labels == 1, 1], probabilities[labels == 0, 1]
+        values[name.replace("_err", "_auc")] = float(mannwhitneyu(positive, negative).statistic
+                                                     / (len(positive) * len(negative)))
+    return values
 
 
 def _constant_error(labels) -> float:

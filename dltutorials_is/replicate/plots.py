@@ -55,7 +55,7 @@ def band(logs: list[RunLog], x_key: str, metric: str):
 
 
 def plot_grid(out: Path, figures_dir: Path, prefix: str | None = None) -> list[Path]:
-    """Write `<prefix>_<x-axis>.png` (and the gradient-variance plot when logged); return the paths."""
+    """Write `<prefix>_<x-axis>.png` (and the AUC and gradient-variance plots when logged); return the paths."""
     logs = [log for log in load_grid(Path(out)) if log.records]
     if not logs:
         return []
@@ -70,6 +70,10 @@ def plot_grid(out: Path, figures_dir: Path, prefix: str | None = None) -> list[P
     for x_key, x_label in X_AXES.items():
         paths.append(_panel_figure(logs, cells, arms, config.metrics, config, x_key, x_label,
                                    figures_dir / f"{prefix}_{x_key}.png", log_y=config.log_y))
+    ranking = [k for k in ("train_auc", "valid_auc") if any(k in r for log in logs for r in log.records)]
+    if ranking:  # fig4: the plateau's hidden progress (every review gets the majority class, the ranking improves)
+        paths.append(_panel_figure(logs, cells, arms, tuple(ranking), config, "epoch", "epoch",
+                                   figures_dir / f"{prefix}_auc.png", y_label="higher is better"))
     if any("grad_var_ratio" in r for log in logs for r in log.records):
         paths.append(_panel_figure(logs, cells, [a for a in arms if a != "uniform"], ("grad_var_ratio",), config,
                                    "epoch", "epoch", figures_dir / f"{prefix}_grad_variance.png",
@@ -96,13 +100,14 @@ def _panel_figure(logs, cells, arms, metrics, config, x_key, x_label, path: Path
                 if summary is None:
                     continue
                 grid, mean, low, high, n = summary
-                ax.plot(grid, mean, color=colour, lw=1.4, label=label)
+                ax.plot(grid, mean, color=colour, lw=1.4, label=label, marker="o" if len(grid) < 15 else None, ms=3)
                 ax.fill_between(grid, low, high, color=colour, alpha=0.15, lw=0)
             if log_y:
                 ax.set_yscale("log")
             if metric == "grad_var_ratio":
                 ax.axhline(1.0, color="black", lw=0.6, ls=":")
-            ax.set_title(f"batch {cell[0]}, λ = {cell[1]:g}: {y_label or config.metric_labels.get(metric, metric)}",
+            what = " — ".join(t for t in (config.metric_labels.get(metric), y_label) if t) or metric
+            ax.set_title(f"batch {cell[0]}, λ = {cell[1]:g}: {what}",
                          fontsize=9)
             ax.grid(alpha=0.3)
             if row == len(cells) - 1:

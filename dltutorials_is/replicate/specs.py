@@ -43,7 +43,8 @@ FIGURES = {
         cells=((16, 0.05), (16, 0.1), (16, 0.5), (16, 1.0)),
         epochs=20,
         metrics=("train_err", "valid_err"),
-        metric_labels={"train_err": "training error", "valid_err": "validation error"},
+        metric_labels={"train_err": "training error", "valid_err": "validation error", "train_auc": "training AUC",
+                       "valid_auc": "validation AUC"},
         named_cells=((16, 0.1), (16, 0.5)),
     ),
     "fig6": FigureConfig(

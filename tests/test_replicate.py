@@ -230,6 +230,16 @@ def test_plots_are_written_for_every_x_axis(tmp_path):
     assert all(p.stat().st_size > 10_000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
+def test_an_auc_figure_is_drawn_when_the_logs_carry_auc(tmp_path):
+    grid = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=2)
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", progress=False)
+    assert "fig4_auc.png" not in {p.name for p in plot_grid(tmp_path / "out", tmp_path / "png")}
+    log_path = run_dir(tmp_path / "out", grid[0]) / "log.jsonl"
+    records = read_log(log_path)
+    log_path.write_text("".join(json.dumps(dict(r, train_auc=0.5 + 0.1 * r["epoch"])) + "\n" for r in records))
+    assert "fig4_auc.png" in {p.name for p in plot_grid(tmp_path / "out", tmp_path / "png")}
+
+
 def _report_for(tmp_path, is_gain):
     grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1, 2), cells=((16, 0.1), (16, 0.5), (16, 1.0)), epochs=5)
     run_grid(FakeBackend(tmp_path, is_gain=is_gain), grid, tmp_path / "fig4", progress=False)

@@ -432,7 +432,8 @@ def test_a_finished_run_is_neither_shortened_nor_extended_without_its_checkpoint
     directory = run_dir(tmp_path / "out", grid[0])
     log_before = (directory / "log.jsonl").read_text()
     shorter = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=2)
-    assert "cannot be shortened" in run_grid(FakeBackend(tmp_path), shorter, tmp_path / "out", progress=False)[grid[0].run_id]
+    assert "logged 3 epochs; it cannot be shortened" in run_grid(FakeBackend(tmp_path), shorter, tmp_path / "out",
+                                                                 progress=False)[grid[0].run_id]
     (directory / "checkpoint.pkl").unlink()
     longer = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=4)
     assert "no checkpoint" in run_grid(FakeBackend(tmp_path), longer, tmp_path / "out", progress=False)[grid[0].run_id]
@@ -455,6 +456,18 @@ def test_a_grid_is_resumed_only_with_the_float_type_it_was_started_with(tmp_path
     del manifest["floatX"]  # a grid from before the float type was recorded: float64, as every one was
     (tmp_path / "out" / "grid.json").write_text(json.dumps(manifest))
     assert run_grid(backend, grid, tmp_path / "out", progress=False) == {grid[0].run_id: "skipped"}
+
+
+def test_an_unfinished_run_can_be_asked_to_stop_earlier_than_first_planned(tmp_path):
+    first, second = (specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=e) for e in (6, 3))
+    backend = FakeBackend(tmp_path, crash=(first[0].run_id, 2))  # killed after logging epoch 1 of 6
+    run_grid(backend, first, tmp_path / "out", progress=False)
+    assert run_grid(backend, second, tmp_path / "out", progress=False) == {second[0].run_id: "done"}
+    (tmp_path / "clean").mkdir()
+    run_grid(FakeBackend(tmp_path / "clean"), second, tmp_path / "clean_out", progress=False)
+    shortened = read_log(run_dir(tmp_path / "out", second[0]) / "log.jsonl")
+    assert [r["epoch"] for r in shortened] == [0, 1, 2, 3]
+    assert _without_clocks(shortened) == _without_clocks(read_log(run_dir(tmp_path / "clean_out", second[0]) / "log.jsonl"))
 
 
 def _without_clocks(records):

@@ -5,7 +5,8 @@ finished epoch, appended and fsynced, so a killed run leaves only whole lines), 
 (replaced atomically after each epoch, kept at the end) and finally `done`. Restarting the same command
 skips runs with `done` and resumes the others from their last checkpoint (or from scratch without one);
 the same command with a larger `--epochs` continues finished runs from their last checkpoint, as if
-they had been asked for that many epochs from the start.
+they had been asked for that many epochs from the start, and a smaller one (not below what a run has
+logged) stops unfinished runs there.
 
 Arms: `uniform` (the tutorial's sampler), `replacement` (uniform with replacement: the control that
 separates *importance* from *sampling with replacement*), `is-paper` (FIM, the paper's `norm` score
@@ -388,13 +389,15 @@ def execute_run(backend: Backend, spec: RunSpec, out: Path) -> str:
 
 
 def _extension_refusal(previous: RunSpec, spec: RunSpec, directory: Path) -> str | None:
-    """Why the run in `directory` (spec `previous`) cannot become `spec`, or None if it can: only a
-    longer run of the same spec, continued from the last checkpoint of a finished run, is the same run."""
+    """Why the run in `directory` (spec `previous`) cannot become `spec`, or None if it can. Only the
+    epochs may change (where a run stops changes none of its numbers): to any count the run has not
+    logged past yet, and beyond a finished run's end only from its last checkpoint."""
     if replace(previous, epochs=spec.epochs) != spec:
         return f"{directory} holds a run with a different spec; use another --out"
-    if spec.epochs < previous.epochs:
-        return (f"{directory} holds a run of {previous.epochs} epochs; it cannot be shortened to {spec.epochs} "
-                f"(ask for --epochs {previous.epochs} or more, or use another --out)")
+    logged = max((r["epoch"] for r in read_json_lines(directory / "log.jsonl")), default=0)
+    if spec.epochs < logged:
+        return (f"{directory} holds a run that has logged {logged} epochs; it cannot be shortened to {spec.epochs} "
+                f"(ask for --epochs {logged} or more, or use another --out)")
     if (directory / "done").exists() and not (directory / "checkpoint.pkl").exists():
         return (f"{directory} finished {previous.epochs} epochs and has no checkpoint to continue from (runs "
                 f"finished by an older version, or copied from a repository without it); ask for --epochs "

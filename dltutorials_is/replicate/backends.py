@@ -289,7 +289,7 @@ def _classification_metrics(model: LstmModel, name: str, split, batches) -> dict
 
     The AUC (probability that a random positive review scores above a random negative one) sees
     learning that the error rate cannot: on SGD's plateau every review gets the majority class, while
-    the reviews' ranking may already be improving (None when the set holds one class only)."""
+    the reviews' ranking may already be improving (no AUC when the set holds one class only)."""
     probabilities = model.probabilities(split, batches)
     labels = np.asarray(split[1])[np.concatenate(batches)]
     values = {name: error_rate(int((probabilities.argmax(axis=1) == labels).sum()), len(labels))}

@@ -351,8 +351,8 @@ def test_report_has_a_section_per_grid_with_its_data_scale_figures_and_compute(t
     assert text.index("batch 16: paper-scale data") < text.index("batch 16: reduced data")
     assert {p.name for p in (tmp_path / "docs").glob("*_epoch.png")} == {"paper_scale_fig4_epoch.png",
                                                                           "reduced_fig4_epoch.png"}
-    records = [read_log(run_dir(tmp_path / "paper_scale" / "fig4", paper[0]) / "log.jsonl")[-1]]
-    hours = sum(records[0][f"{k}_wall_s"] for k in ("train", "eval", "setup")) / 3600
+    last = read_log(run_dir(tmp_path / "paper_scale" / "fig4", paper[0]) / "log.jsonl")[-1]
+    hours = sum(last[f"{k}_wall_s"] for k in ("train", "eval", "setup")) / 3600
     assert f"- compute so far: {hours:.2f} core-hours (train " in text.split("reduced data")[0]
 
 

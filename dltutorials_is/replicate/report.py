@@ -281,8 +281,8 @@ def _standing(log: RunLog) -> str:
     if not log.records or log.records[-1]["epoch"] == 0:
         return ""
     last = log.records[-1]
-    keys = ["train_cost_during_epoch"] + [k for k in FIGURES[log.spec.figure].metrics] + \
-           [k for k in sorted(last) if k.endswith(("_auc", "_constant"))]
+    keys = ["train_cost_during_epoch", *FIGURES[log.spec.figure].metrics,
+            *(k for k in sorted(last) if k.endswith(("_auc", "_constant")))]
     return " of " + str(log.spec.epochs) + " (" + ", ".join(f"{k} {fmt(last[k])}" for k in keys if k in last) + ")"
 
 

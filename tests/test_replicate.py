@@ -79,9 +79,11 @@ class FakeBackend(Backend):
     def protocol_key(self, spec):
         return f"b{spec.batch_size}_subset{spec.train_subset}"
 
-    def mine_importance(self, spec, workdir):
+    def mine_importance(self, spec, workdir, n_jobs=1, parallel=None):
         with open(self.state_dir / "fim_calls.txt", "a") as f:
             f.write(f"{self.protocol_key(spec)} {spec.seed}\n")
+        with open(self.state_dir / "fim_workers.txt", "a") as f:
+            f.write(f"{n_jobs} {parallel} {os.getpid()}\n")
         rng = np.random.RandomState(spec.seed)
         norm = 1.0 + 0.01 * rng.rand(N_TRAIN)
         displacement = rng.rand(N_TRAIN) ** 4 + 0.01
@@ -188,6 +190,15 @@ def test_fim_is_computed_once_per_protocol_and_seed_and_charged_to_is_arms_only(
     run_grid(FakeBackend(tmp_path), specs(arms=("is-paper",), seeds=(0, 1), cells=((16, 1.0),)), tmp_path / "out",
              progress=False)
     assert len(calls(tmp_path, "fim_calls.txt")) == 2
+
+
+def test_each_fim_is_mined_by_the_grid_on_all_its_workers_before_any_run(tmp_path):
+    grid = specs(arms=("is-paper",), seeds=(0, 1), cells=((16, 0.5),))
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", n_jobs=2, progress=False)
+    # Mined from the grid's process, one FIM after another, each handed the whole pool for its samples.
+    assert calls(tmp_path, "fim_workers.txt") == [f"2 None {os.getpid()}"] * 2
+    run_pids = {line.split()[1] for line in calls(tmp_path, "pids.txt")}
+    assert str(os.getpid()) not in run_pids
 
 
 def test_forward_pass_units(tmp_path):

@@ -129,13 +129,14 @@ class RnnRbmBackend(Backend):
         return RnnRbmConfig(lr=spec.step_size, batch_size=spec.batch_size, num_epochs=spec.epochs, seed=spec.seed,
                             floatX=self.floatX)
 
-    def mine_importance(self, spec: RunSpec, workdir: Path) -> FimOutcome:
+    def mine_importance(self, spec: RunSpec, workdir: Path, n_jobs: int = 1,
+                        parallel: str | None = None) -> FimOutcome:
         aesara.config.floatX = self.floatX
         config = self.config(spec)
         songs = self.songs(spec)
         artefact_path = Path(workdir) / "fim_rnnrbm.pkl"
         load_or_mine_rnnrbm_importance(artefact_path, songs, initial_values(config), config, score=PAPER_SCORE,
-                                       base="W", n_jobs=1, log=_log_stderr)
+                                       base="W", n_jobs=n_jobs, backend=parallel, log=_log_stderr)
         return _outcome_from_artefact(fim.read_artefact(artefact_path), n_songs=len(songs))
 
     def _model(self, config: RnnRbmConfig) -> RnnRbmModel:
@@ -227,14 +228,15 @@ class LstmBackend(Backend):
         return dict(self.OPTIONS, batch_size=spec.batch_size, lrate=spec.step_size, optimizer="sgd",
                     ydim=int(np.max(train[1])) + 1, seed=spec.seed)
 
-    def mine_importance(self, spec: RunSpec, workdir: Path) -> FimOutcome:
+    def mine_importance(self, spec: RunSpec, workdir: Path, n_jobs: int = 1,
+                        parallel: str | None = None) -> FimOutcome:
         aesara.config.floatX = self.floatX
         train, _, _ = self.splits(spec)
         options = self.options(spec, train)
         initial = init_params(options, np.random.RandomState(spec.seed))  # the runs' W(0): first draws of their RNG
         artefact_path = Path(workdir) / "fim_lstm.pkl"
-        load_or_mine_lstm_importance(artefact_path, train, initial, options, score=PAPER_SCORE, base="Wc", n_jobs=1,
-                                     log=_log_stderr)
+        load_or_mine_lstm_importance(artefact_path, train, initial, options, score=PAPER_SCORE, base="Wc", n_jobs=n_jobs,
+                                     backend=parallel, log=_log_stderr)
         return _outcome_from_artefact(fim.read_artefact(artefact_path), n_train=len(train[0]))
 
     def _model(self, options: dict, train) -> LstmModel:

@@ -88,8 +88,9 @@ class Backend:
 
     protocol_key(spec): names the training set a run uses (e.g. "subset2000"); FIM is computed once
         per (protocol_key, seed) and shared by every IS arm with that key.
-    mine_importance(spec, workdir) -> FimOutcome: runs FIM for spec.seed's W(0) on that training set
-        (may cache inside `workdir`) and returns P per score kind and the private SGD steps taken.
+    mine_importance(spec, workdir, n_jobs, parallel) -> FimOutcome: runs FIM for spec.seed's W(0) on
+        that training set, its samples spread over `n_jobs` workers of the joblib backend `parallel`
+        (may cache inside `workdir`), and returns P per score kind and the private SGD steps taken.
     prepare(spec, rng) -> Experiment: the run's model with W(0) drawn from `rng` (the run's
         RandomState, whose later draws are the sampler's) and its metrics.
     check_data(): cheap, before the grid starts: raise a `UserError` if the data is not there.
@@ -103,7 +104,8 @@ class Backend:
     def protocol_key(self, spec: RunSpec) -> str:
         raise NotImplementedError
 
-    def mine_importance(self, spec: RunSpec, workdir: Path) -> "FimOutcome":
+    def mine_importance(self, spec: RunSpec, workdir: Path, n_jobs: int = 1,
+                        parallel: str | None = None) -> "FimOutcome":
         raise NotImplementedError
 
     def prepare(self, spec: RunSpec, rng: np.random.RandomState) -> Experiment:
@@ -125,15 +127,16 @@ class RunFailed(RuntimeError):
 # FIM, once per (protocol, seed)
 
 
-def ensure_fim(backend: Backend, spec: RunSpec, out: Path) -> dict:
-    """The FIM record of (protocol, seed): computed and saved if missing, else read back."""
+def ensure_fim(backend: Backend, spec: RunSpec, out: Path, n_jobs: int = 1, parallel: str | None = None) -> dict:
+    """The FIM record of (protocol, seed): computed on `n_jobs` workers of `parallel` and saved if
+    missing, else read back."""
     directory = fim_dir(out, backend.protocol_key(spec), spec.seed)
     record_path = directory / "fim.json"
     if record_path.exists():
         return load_fim(directory)
     directory.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    outcome = backend.mine_importance(spec, directory)
+    outcome = backend.mine_importance(spec, directory, n_jobs, parallel)
     # A FIM resumed after a kill charges the compute time of all its sessions, not just this one.
     wall = max(time.perf_counter() - start, float(outcome.info.get("compute_seconds", 0.0)))
     unusable = sorted(k for k, p in outcome.p.items() if not np.all(np.isfinite(p) & (np.asarray(p) > 0)))
@@ -409,41 +412,43 @@ def _extension_refusal(previous: RunSpec, spec: RunSpec, directory: Path) -> str
 # The grid
 
 
-def _fim_job(backend: Backend, spec: RunSpec, out: Path) -> str:
-    try:
-        ensure_fim(backend, spec, out)
-        return "done"
-    except Exception as err:
-        return f"failed: FIM {backend.protocol_key(spec)} seed {spec.seed}: {err!r}"
+def _mine_all(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int, parallel: str | None) -> dict[str, str]:
+    """FIM for every (protocol, seed) the IS arms need and has no record yet, one after another, each
+    on all the workers: its samples (not whole FIMs) are the pool's tasks, so one FIM uses a whole
+    cluster and the runs waiting for it start as soon as it can be done."""
+    jobs = {}
+    for spec in specs:
+        if spec.uses_fim:
+            jobs.setdefault((backend.protocol_key(spec), spec.seed), spec)
+    statuses = {}
+    for (protocol, seed), spec in jobs.items():
+        if (fim_dir(out, protocol, seed) / "fim.json").exists():
+            continue
+        try:
+            ensure_fim(backend, spec, out, n_jobs, parallel)
+            statuses[f"fim:{protocol}:seed{seed}"] = "done"
+        except Exception as err:
+            statuses[f"fim:{protocol}:seed{seed}"] = f"failed: FIM {protocol} seed {seed}: {err!r}"
+    return statuses
 
 
 def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1, command: str = "",
              progress: bool = True, parallel: str | None = None) -> dict[str, str]:
-    """FIM first (once per protocol and seed), then every run; both phases in parallel with joblib on
-    the `parallel` backend (None: processes here; "dask": the workers of the active dask client, where
-    a run lost with its worker is run again, resuming from its last checkpoint)."""
+    """FIM first (once per protocol and seed, on all the workers), then every run, `n_jobs` at a time;
+    both with joblib on the `parallel` backend (None: processes here; "dask": the workers of the active
+    dask client, where a run lost with its worker is run again, resuming from its last checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
     _check_floatX(out, getattr(backend, "floatX", None))
     _write_manifest(out, specs, command, getattr(backend, "floatX", None))
-    fim_jobs = {}
-    for spec in specs:
-        if spec.uses_fim:
-            fim_jobs.setdefault((backend.protocol_key(spec), spec.seed), spec)
-    statuses = {}
-    for label, jobs, key in (
-        ("FIM", list(fim_jobs.values()), lambda s: f"fim:{backend.protocol_key(s)}:seed{s.seed}"),
-        ("runs", specs, lambda s: s.run_id),
-    ):
-        todo = [s for s in jobs if not (label == "FIM" and (fim_dir(out, backend.protocol_key(s), s.seed) / "fim.json").exists())]
-        if not todo:
-            continue
-        work = _fim_job if label == "FIM" else execute_run
-        results = pool(n_jobs, parallel)(delayed(work)(backend, s, out) for s in todo)
-        bar = tqdm(total=len(todo), desc=label, disable=not progress, file=sys.stderr)
-        for index, status in enumerate(results):  # exhausted fully: joblib reuses its workers afterwards
-            statuses[key(todo[index])] = status
-            bar.update()
-        bar.close()
+    statuses = _mine_all(backend, specs, out, n_jobs, parallel)
+    if not specs:
+        return statuses
+    results = pool(n_jobs, parallel)(delayed(execute_run)(backend, s, out) for s in specs)
+    bar = tqdm(total=len(specs), desc="runs", disable=not progress, file=sys.stderr)
+    for spec, status in zip(specs, results):  # exhausted fully: joblib reuses its workers afterwards
+        statuses[spec.run_id] = status
+        bar.update()
+    bar.close()
     return statuses
 
 

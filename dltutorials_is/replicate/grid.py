@@ -412,7 +412,7 @@ def _extension_refusal(previous: RunSpec, spec: RunSpec, directory: Path) -> str
 # The grid
 
 
-def _mine_all(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int, parallel: str | None) -> dict[str, str]:
+def _mine_missing(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int, parallel: str | None) -> dict[str, str]:
     """FIM for every (protocol, seed) the IS arms need and has no record yet, one after another, each
     on all the workers: its samples (not whole FIMs) are the pool's tasks, so one FIM uses a whole
     cluster and the runs waiting for it start as soon as it can be done."""
@@ -440,7 +440,7 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     out.mkdir(parents=True, exist_ok=True)
     _check_floatX(out, getattr(backend, "floatX", None))
     _write_manifest(out, specs, command, getattr(backend, "floatX", None))
-    statuses = _mine_all(backend, specs, out, n_jobs, parallel)
+    statuses = _mine_missing(backend, specs, out, n_jobs, parallel)
     if not specs:
         return statuses
     results = pool(n_jobs, parallel)(delayed(execute_run)(backend, s, out) for s in specs)

@@ -15,9 +15,15 @@ from joblib import Parallel, parallel_config
 from joblib._parallel_backends import LokyBackend
 from joblib.parallel import get_active_backend
 
+from dltutorials_is.errors import UserError, one_line
+
 SCHEDULER_HELP = ("run on the workers of the dask.distributed scheduler at ADDRESS (e.g. tcp://10.0.0.1:8786, "
                   "started with `dask scheduler` and `dask worker ADDRESS`); the output folder must be on a file "
                   "system every worker sees")
+
+
+class SchedulerError(UserError, OSError):
+    """The dask scheduler's address is malformed or nothing answers there: no work has started."""
 
 
 @contextlib.contextmanager
@@ -27,11 +33,24 @@ def dask_cluster(scheduler: str | None = None, local_workers: int | None = None)
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler):
+        with _connect(Client, scheduler):
             yield "dask"
         return
     with LocalCluster(n_workers=local_workers, threads_per_worker=1) as cluster, Client(cluster):
         yield "dask"
+
+
+def _connect(client_class, scheduler: str):
+    """A client of the scheduler at `scheduler`, or `SchedulerError` saying why there is none (dask raises
+    ValueError for a malformed address, OSError when nothing answers within its connect timeout)."""
+    try:
+        return client_class(scheduler)
+    except (OSError, ValueError) as error:
+        raise SchedulerError(
+            f"cannot use the dask scheduler at {scheduler!r}: {one_line(error)} — give the address the "
+            "scheduler printed when it started (tcp://HOST:PORT, port 8786 by default; start one with "
+            "`dask scheduler`), or leave --scheduler out to run on this machine"
+        ) from error
 
 
 @contextlib.contextmanager

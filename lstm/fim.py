@@ -66,13 +66,13 @@ def main(argv=None) -> int:
     out = args.out or default_importance_path(options)
     if args.pilot is None:  # a pilot saves nothing
         fim.check_outputs(out, "--out")
-    train, params = initial_state(options, args.seed, args.data_dir)
-    bases = (args.base, *[b for b in BASES if b != args.base])
-    spec = LstmFimSpec(train, params, options, eps=args.eps, lr=args.step_size, max_iters=args.max_iters,
-                       norm=args.norm, trainer=args.trainer, bases=bases)
-    print(f"FIM over {spec.n_samples} training reviews ({args.protocol} protocol), ε = {args.eps}, "
-          f"λ = {args.step_size}, base {args.base}, {args.norm} norm, {args.trainer} trainer")
-    with parallel_backend(args.backend, args.scheduler, args.n_jobs) as backend:
+    with parallel_backend(args.backend, args.scheduler, args.n_jobs) as backend:  # a bad --scheduler fails first
+        train, params = initial_state(options, args.seed, args.data_dir)
+        bases = (args.base, *[b for b in BASES if b != args.base])
+        spec = LstmFimSpec(train, params, options, eps=args.eps, lr=args.step_size, max_iters=args.max_iters,
+                           norm=args.norm, trainer=args.trainer, bases=bases)
+        print(f"FIM over {spec.n_samples} training reviews ({args.protocol} protocol), ε = {args.eps}, "
+              f"λ = {args.step_size}, base {args.base}, {args.norm} norm, {args.trainer} trainer")
         fim.mine(spec, out, n_jobs=args.n_jobs, backend=backend, shard_size=args.shard_size, pilot=args.pilot)
     return 0
 

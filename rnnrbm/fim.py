@@ -57,11 +57,11 @@ def main(argv=None) -> int:
     out = args.out or default_importance_path(config)
     if not args.pilot:  # a pilot saves nothing
         fim.check_outputs(out, "--out")
-    songs = load_nottingham(args.data_dir, "train", config.r, config.dt, on_bad=args.on_bad, dtype=config.floatX)
-    songs = songs[: args.max_songs] if args.max_songs else songs
-    spec = RnnRbmFimSpec(songs, initial_values(config), config, eps=args.eps, lr=args.lr,
-                         max_iters=args.max_iters, norm=args.norm, bases=args.bases)
-    with parallel_backend(args.backend, args.scheduler, args.jobs) as backend:
+    with parallel_backend(args.backend, args.scheduler, args.jobs) as backend:  # a bad --scheduler fails first
+        songs = load_nottingham(args.data_dir, "train", config.r, config.dt, on_bad=args.on_bad, dtype=config.floatX)
+        songs = songs[: args.max_songs] if args.max_songs else songs
+        spec = RnnRbmFimSpec(songs, initial_values(config), config, eps=args.eps, lr=args.lr,
+                             max_iters=args.max_iters, norm=args.norm, bases=args.bases)
         fim.mine(spec, None if args.pilot else out, n_jobs=args.jobs, backend=backend,
                  shard_size=args.shard_size, pilot=args.pilot)
     if not args.pilot:

@@ -7,11 +7,14 @@ import argparse
 import importlib.util
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import dask
+import distributed  # noqa: F401  (registers its config defaults before the test sets one of them)
 import mido
 import numpy as np
 import pytest
@@ -545,3 +548,28 @@ def test_prepare_nottingham_reads_every_file_and_names_the_bad_ones(tmp_path, mo
     write_song(data / "Nottingham" / "train" / "cut.mid")
     status, out, err = run_main("data/prepare_nottingham.py", ["--data-dir", data], capsys)
     assert status == 0 and "every file reads" in out and err == ""
+
+
+def _closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["replicate fig4", "lstm/fim.py", "rnnrbm/fim.py"])
+@pytest.mark.parametrize("address", ["not-an-address", "closed port"])
+def test_a_scheduler_that_cannot_be_reached_is_a_message_before_any_data_is_read(command, address, tmp_path, capsys):
+    """Malformed, or nothing answering within dask's connect timeout (1 s here): one line, status 1, and the
+    data folder is not read first (it is empty here, so reading it would fail with another message)."""
+    empty = tmp_path / "data"
+    empty.mkdir()
+    (empty / "imdb.pkl").touch()  # the grid's data check, which runs first, only looks for the file
+    if address == "closed port":
+        address = f"tcp://127.0.0.1:{_closed_port()}"
+    script, *argv = command.split()
+    argv += ["--scheduler", address, "--data-dir", empty, "--out", tmp_path / "out"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        status, _, err = run_main("replicate" if script == "replicate" else script, argv, capsys)
+    assert status == 1
+    assert_one_error_line(err, f"cannot use the dask scheduler at {address!r}", "`dask scheduler`")

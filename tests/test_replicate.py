@@ -66,13 +66,14 @@ class FakeBackend(Backend):
     prepared in files of `state_dir`, and can crash once at a chosen (run, epoch) like a killed process."""
 
     def __init__(self, state_dir, figure="fig4", is_gain=0.1, crash=None, regress_arm=None,
-                 log_grad_variance=False, constant_error=0.45, epoch_seconds=0.0):
+                 log_grad_variance=False, grad_var_ratio=0.5, constant_error=0.45, epoch_seconds=0.0):
         self.state_dir = Path(state_dir)
         self.figure = figure
         self.is_gain = is_gain
         self.crash = crash  # (run_id, epoch)
         self.regress_arm = regress_arm  # fig6: this arm's cost goes back up after epoch 3
         self.log_grad_variance = log_grad_variance
+        self.grad_var_ratio = grad_var_ratio
         self.constant_error = constant_error
         self.epoch_seconds = epoch_seconds  # slows the fake down, so a worker can be killed mid-run
 
@@ -111,7 +112,7 @@ class FakeBackend(Backend):
             else:
                 values = {"train_err": value, "valid_err": value * 1.1, "valid_err_constant": self.constant_error}
             if self.log_grad_variance and spec.arm.startswith("is-"):  # as the real backends: IS arms only
-                values["grad_var_ratio"] = 0.5
+                values["grad_var_ratio"] = self.grad_var_ratio
             return values
 
         return Experiment(model, batch_size=spec.batch_size, metrics=metrics)
@@ -406,6 +407,29 @@ def test_report_summarises_the_gradient_variance_ratio(tmp_path):
     section = output.read_text().split("### Does P reduce the gradient variance?")[1].split("###")[0]
     rows = [line for line in section.splitlines() if line.startswith("| b=16")]
     assert rows == ["| b=16, λ=0.5 | is-paper | 3 | 0.5 | 0.5 | 0.5 | 0.5 | 0.5 | 1 |"]
+
+
+def test_report_shows_how_far_from_1_a_variance_ratio_is_that_rounds_to_1(tmp_path):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0,), cells=((16, 0.5),), epochs=2)
+    run_grid(FakeBackend(tmp_path, log_grad_variance=True, grad_var_ratio=1 - 7.7e-7), grid, tmp_path / "fig4",
+             progress=False)
+    write_report({"fig4": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
+    assert "| b=16, λ=0.5 | is-paper | 1 | 1 − 7.7e-07 | 1 − 7.7e-07 | 1 − 7.7e-07 | 1 − 7.7e-07 | 1 − 7.7e-07 | 1 |" \
+        in (tmp_path / "R.md").read_text()
+
+
+def test_a_verdict_from_too_few_seeds_says_it_is_a_direction_only(tmp_path):
+    def verdict_line(seeds, where):
+        grid = specs(arms=("uniform", "is-paper"), seeds=seeds, cells=((16, 0.5),), epochs=3)
+        run_grid(FakeBackend(where), grid, where / "fig4", progress=False)
+        write_report({"fig4": [where / "fig4"]}, where / "R.md", where / "docs")
+        section = (where / "R.md").read_text().split("#### Claim: IS valid err drops faster")[1]
+        return next(l for l in section.splitlines() if l.startswith("- **IS, FIM norm (paper):"))
+
+    (tmp_path / "two").mkdir()
+    (tmp_path / "six").mkdir()
+    assert "a direction, not evidence" in verdict_line((0, 1), tmp_path / "two")
+    assert "a direction, not evidence" not in verdict_line(tuple(range(6)), tmp_path / "six")
 
 
 def test_report_puts_the_hand_written_summary_first(tmp_path):

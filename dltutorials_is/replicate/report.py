@@ -26,6 +26,7 @@ from dltutorials_is.replicate.specs import FIGURES
 
 REGRESSION_THRESHOLD = 0.05  # fig6: "regresses" = gives back more than 5% of its progress by the end
 MIN_EPOCHS_FOR_CLAIMS = 2
+MIN_PAIRS_FOR_SIGNIFICANCE = 6  # the smallest exact two-sided sign-flip p over n pairs is 2 / 2**n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +118,14 @@ def fmt_p(p: float) -> str:
     return "n/a" if math.isnan(p) else f"{p:.3g}"
 
 
+def fmt_ratio(x: float, digits: int = 4) -> str:
+    """A ratio to 1, with its distance from 1 shown when `fmt` would round it to 1: the paper's P for
+    the LSTM moves the gradient variance by ~1e-6, and "1" next to "share < 1: 0.85" reads as a bug."""
+    if x != 1 and fmt(x, digits) == "1":
+        return f"1 {'+' if x > 1 else '−'} {abs(x - 1):.2g}"
+    return fmt(x, digits)
+
+
 # ---------------------------------------------------------------------------------------------
 # Claims
 
@@ -161,6 +170,9 @@ def every_cell_verdict(cell_diffs: dict) -> tuple[str, str]:
     means = {cell: d.mean() for cell, d in cell_diffs.items()}
     pooled = np.concatenate(list(cell_diffs.values()))
     pooled_note = f"pooled over {len(pooled)} (cell, seed) pairs: mean Δ {fmt(pooled.mean())}, sign-flip p {fmt_p(sign_flip_p(pooled))}"
+    if len(pooled) < MIN_PAIRS_FOR_SIGNIFICANCE:
+        pooled_note += (f" (a direction, not evidence: with fewer than {MIN_PAIRS_FOR_SIGNIFICANCE} pairs no "
+                        "sign-flip p can fall below 0.05)")
     losing = [cell for cell, m in means.items() if not m < 0]
     if losing:
         cells = ", ".join(f"b={c[0]} λ={c[1]:g}" for c in sorted(losing))
@@ -330,14 +342,16 @@ def run_error(log: RunLog) -> str:
 def fim_lines(fim_records: list[dict], logs: list[RunLog]) -> list[str]:
     if not fim_records:
         return ["No FIM artefacts in this grid."]
-    lines = ["| protocol | seed | FIM wall s | FIM units | " + " | ".join(f"CV {k}" for k in sorted(fim_records[0]["p_summary"]))
+    lines = ["| protocol | seed | FIM core-s | FIM units | " + " | ".join(f"CV {k}" for k in sorted(fim_records[0]["p_summary"]))
              + " | is-best kind |", "|---|---|---|---|" + "---|" * len(fim_records[0]["p_summary"]) + "---|"]
     for r in fim_records:
         cvs = " | ".join(fmt(r["p_summary"][k]["cv"], 3) for k in sorted(r["p_summary"]))
         lines.append(f"| {r['protocol']} | {r['seed']} | {fmt(r['wall_s'])} | {r['units']} | {cvs} | {r['best_kind']} |")
     untouched = sorted({log.spec.arm for log in logs if log.spec.uses_fim})
     lines.append("")
-    lines.append(f"FIM wall time and units are added to the clocks of the IS arms ({', '.join(untouched)}).")
+    lines.append("FIM core-s: seconds of private training summed over the FIM's workers and sessions, the "
+                 "time one core would take. They and the units are added to the clocks of the IS arms "
+                 f"({', '.join(untouched)}).")
     return lines
 
 
@@ -415,9 +429,10 @@ def variance_lines(grouped: dict) -> list[str]:
                 continue
             pooled = np.concatenate(per_run)
             rows.append(f"| b={cell[0]}, λ={cell[1]:g} | {arm} | {len(per_run)} | "
-                        f"{fmt(float(np.mean([r[0] for r in per_run])), 5)} | {fmt(float(np.median(pooled)), 4)} | "
-                        f"{fmt(float(pooled.min()), 4)} | {fmt(float(pooled.max()), 4)} | "
-                        f"{fmt(float(np.mean([r[-1] for r in per_run])), 4)} | {fmt(float(np.mean(pooled < 1)), 3)} |")
+                        f"{fmt_ratio(float(np.mean([r[0] for r in per_run])), 5)} | "
+                        f"{fmt_ratio(float(np.median(pooled)))} | {fmt_ratio(float(pooled.min()))} | "
+                        f"{fmt_ratio(float(pooled.max()))} | {fmt_ratio(float(np.mean([r[-1] for r in per_run])))} | "
+                        f"{fmt(float(np.mean(pooled < 1)), 3)} |")
     if not rows:
         return []
     return ["### Does P reduce the gradient variance?", "",

@@ -84,7 +84,8 @@ def _outcome_from_artefact(art: dict, **info) -> FimOutcome:
         private_steps=int(iterations.sum()),
         info={"base": base, "eps": art["eps"], "n_train": int(art["n"]),
               "converged": int(np.sum(art["converged"])), "median_T_i": float(np.median(iterations)),
-              "compute_seconds": float(art["timing"]["compute_seconds"]), **info},
+              "compute_seconds": float(art["timing"]["compute_seconds"]),
+              "wall_seconds_last_session": float(art["timing"]["wall_seconds_last_session"]), **info},
     )
 
 

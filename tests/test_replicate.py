@@ -493,6 +493,22 @@ def test_a_grid_is_resumed_only_with_the_float_type_it_was_started_with(tmp_path
     assert run_grid(backend, grid, tmp_path / "out", progress=False) == {grid[0].run_id: "skipped"}
 
 
+def test_a_grid_folder_takes_one_figure_in_the_grid_and_in_the_report(tmp_path):
+    from dltutorials_is.errors import SettingError
+
+    fig4 = specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=2)
+    run_grid(FakeBackend(tmp_path), fig4, tmp_path / "fig4", progress=False)
+    manifest = (tmp_path / "fig4" / "grid.json").read_text()
+    fig6 = specs(arms=("uniform",), seeds=(0,), cells=((50, 0.3),), epochs=2, figure="fig6")
+    with pytest.raises(SettingError, match="is a fig4 grid; give the fig6 grid another --out"):
+        run_grid(FakeBackend(tmp_path, figure="fig6"), fig6, tmp_path / "fig4", progress=False)
+    assert (tmp_path / "fig4" / "grid.json").read_text() == manifest
+    assert not run_dir(tmp_path / "fig4", fig6[0]).exists()
+    with pytest.raises(SettingError, match="is a fig4 grid: pass it with --fig4, not --fig6"):
+        write_report({"fig6": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
+    assert not (tmp_path / "R.md").exists()
+
+
 def test_an_unfinished_run_can_be_asked_to_stop_earlier_than_first_planned(tmp_path):
     first, second = (specs(arms=("uniform",), seeds=(0,), cells=((16, 0.5),), epochs=e) for e in (6, 3))
     backend = FakeBackend(tmp_path, crash=(first[0].run_id, 2))  # killed after logging epoch 1 of 6

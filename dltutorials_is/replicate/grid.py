@@ -438,7 +438,7 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     both with joblib on the `parallel` backend (None: processes here; "dask": the workers of the active
     dask client, where a run lost with its worker is run again, resuming from its last checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
-    _check_floatX(out, getattr(backend, "floatX", None))
+    _check_same_grid(out, specs[0].figure if specs else None, getattr(backend, "floatX", None))
     _write_manifest(out, specs, command, getattr(backend, "floatX", None))
     statuses = _mine_missing(backend, specs, out, n_jobs, parallel)
     if not specs:
@@ -452,14 +452,17 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     return statuses
 
 
-def _check_floatX(out: Path, floatX: str | None) -> None:
-    """A grid's runs, checkpoints and FIM artefacts all have the float type it was started with (grids
-    from before it was recorded were all float64): resuming with another would mix them silently."""
+def _check_same_grid(out: Path, figure: str | None, floatX: str | None) -> None:
+    """A grid folder holds one figure's runs, all of the float type it was started with (grids from
+    before it was recorded were all float64): resuming it with another would mix them silently."""
     manifest_path = out / "grid.json"
-    if floatX is None or not manifest_path.exists():
+    if not manifest_path.exists():
         return
-    started = json.loads(manifest_path.read_text()).get("floatX", "float64")
-    if started != floatX:
+    manifest = json.loads(manifest_path.read_text())
+    if figure is not None and manifest.get("figure") not in (None, figure):
+        raise SettingError(f"{out} is a {manifest['figure']} grid; give the {figure} grid another --out")
+    started = manifest.get("floatX", "float64")
+    if floatX is not None and started != floatX:
         raise SettingError(f"{out} is a grid of --floatX {started} runs and FIM artefacts; resume it with "
                            f"--floatX {started}, or give the {floatX} grid another --out")
 

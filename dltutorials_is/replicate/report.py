@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from dltutorials_is.errors import SettingError
 from dltutorials_is.replicate.plots import arm_label, arm_order, plot_grid
 from dltutorials_is.replicate.runs import RunLog, load_fim_records, load_grid, load_manifest
 from dltutorials_is.replicate.specs import FIGURES
@@ -548,10 +549,21 @@ def full_scale_command(name: str) -> str:
             f"--scheduler tcp://SCHEDULER:8786 --n-jobs -1 --out /shared/runs/{name}")
 
 
+def _check_figures(grids: dict[str, list[Path]]) -> None:
+    """Each grid folder is passed with its own figure's flag: a Figure 6 grid has no error rates to
+    judge Figure 4's claims by."""
+    for name, outs in grids.items():
+        for out in outs:
+            figure = load_manifest(Path(out)).get("figure")
+            if figure not in (None, name):
+                raise SettingError(f"{out} is a {figure} grid: pass it with --{figure}, not --{name}")
+
+
 def write_report(grids: dict[str, list[Path]], output: Path, figures_dir: Path, summary: Path | None = None) -> None:
     """REPLICATION.md from the grids' logs, a section per grid (e.g. one at the paper's scale, one
     reduced) in the order given; `summary` (hand-written markdown: what was chosen and why, what the
     tables mean) goes first when given, the generated sections follow."""
+    _check_figures(grids)
     output = Path(output)
     report_dir = output.parent.resolve()
     figures_dir = Path(figures_dir).resolve()

@@ -15,6 +15,12 @@ Prints, on the real IMDB data (default: the paper protocol, 25,000 training revi
    reviews is extrapolated as (mean one-process seconds per review) × N / workers / E. Each block is
    mined in chunks of --chunk reviews; the idle tail of a block's last chunks counts against E, so it is
    pessimistic next to a full run's (391 shards, one tail);
+3b. a bound: each private step of an LSTM of width d does at least
+   six products of 2·d·4d flops per token (forward: input and recurrent; backward: the gradients of W, U,
+   the inputs and the previous state), so FIM over all N reviews needs Σ T_i·len_i × 12·d·4d flops
+   (extrapolated from the sample); divided by this BLAS's best rate (a 1024³ product, CPU time, one
+   thread) and the workers, that is the fewest minutes an exact FIM can take here unless its products
+   run faster than this BLAS runs a large square one;
 4. the time of one uniform training epoch (the tutorial's adadelta step, batch 16, dropout on),
    extrapolated from --epoch-updates updates, and the ratio FIM / epoch;
 
@@ -35,6 +41,7 @@ import time
 import numpy as np
 import aesara
 from joblib import effective_n_jobs
+from scipy.linalg.blas import get_blas_funcs
 from scipy.stats import spearmanr
 
 from dltutorials_is.fim import driver as fim
@@ -116,6 +123,31 @@ def report_extrapolation(fast: dict, blocks, on_workers_seconds: list, n_jobs: i
     return minutes["wall"] * 60
 
 
+def best_gemm_gflops(floatX: str, size: int = 1024, repeats: int = 5) -> float:
+    """This BLAS's rate on a large square product (the best it does on any shape): median GFLOP/s by
+    process CPU time, so another session's load does not lower it."""
+    gemm = get_blas_funcs("gemm", dtype=np.dtype(floatX))
+    a, b = (np.asfortranarray(np.random.RandomState(k).rand(size, size).astype(floatX)) for k in (0, 1))
+    gemm(1.0, a, b)
+    seconds = []
+    for _ in range(repeats):
+        start = time.process_time()
+        gemm(1.0, a, b)
+        seconds.append(time.process_time() - start)
+    return 2 * size ** 3 / float(np.median(seconds)) / 1e9
+
+
+def report_bound(fast: dict, lengths: dict, n_samples: int, dim: int, n_jobs: int) -> None:
+    """Item 3b: the fewest minutes FIM over all reviews can take on this BLAS (see the docstring)."""
+    token_steps = sum(run.iterations * lengths[i] for i, (_, run, _) in fast.items()) * n_samples / len(fast)
+    flops = token_steps * 6 * 2 * dim * 4 * dim
+    rate = best_gemm_gflops(aesara.config.floatX)
+    workers = effective_n_jobs(n_jobs)
+    print(f"3b. bound: FIM over all {n_samples} reviews needs ≥ {flops / 1e12:.0f} TFLOP (Σ T_i·len_i ≈ "
+          f"{token_steps:.3g} token-steps); at this BLAS's best {rate:.1f} GFLOP/s per core (1024³ product) on "
+          f"{workers} workers ≥ {flops / (rate * 1e9) / workers / 60:.1f} min", flush=True)
+
+
 def bench_fim(train, params, options, args) -> tuple[float, dict]:
     """Items 1-3 for the current floatX; returns FIM's extrapolated seconds and ‖W^c_i‖ per sampled review."""
     specs = {name: LstmFimSpec(train, params, options, eps=args.eps, lr=args.step_size, trainer=name)
@@ -135,6 +167,7 @@ def bench_fim(train, params, options, args) -> tuple[float, dict]:
     report_fast(timings["fast"], lengths)
     fim_seconds = report_extrapolation(timings["fast"], blocks, parallel, args.n_jobs, len(train[0]))
     print(f"   machine load (1-minute average) after each block: {', '.join(f'{x:.1f}' for x in loads)}", flush=True)
+    report_bound(timings["fast"], lengths, len(train[0]), options["dim_proj"], args.n_jobs)
     return fim_seconds, {i: r.scores["Wc", "norm"] for i, (_, r, _) in timings["fast"].items()}
 
 

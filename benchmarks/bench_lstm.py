@@ -6,7 +6,10 @@ whole update as a training loop runs it, minibatch preparation included:
 * `original`: the tutorial's own lstm.py (`prepare_data`, `f_grad_shared`, `f_update`), read from
   `--original` (default `../shared/originals`) and run unmodified through `tools/original_shim`;
 * `fast`: our default step (`LstmModel(graph="fast")`: packed minibatches, the C recurrence);
-* `tutorial`: our port of the original's scan graph (`--graph tutorial`), with `--steps`.
+* `tutorial`: our port of the original's scan graph (`--graph tutorial`), with `--steps`;
+* `floor`: not a step but a lower bound on one: only the matrix products any exact step must do on
+  the packed minibatch, with the BLAS Aesara links, less the measured cost of calling it (`floor_step`).
+  Its ratio to the original is the best an exact step can reach on this machine's BLAS.
 
 For each (protocol, floatX) one worker process builds the steps and times them in turns on every
 minibatch (the order alternates from one minibatch to the next), `--repeats` times; a ratio is
@@ -25,6 +28,7 @@ in turns, and prints the ratio per token (IS draws other reviews, so other lengt
 """
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -103,7 +107,92 @@ def original_step(train, source):
     return update, predict
 
 
+def _address(array):
+    return ctypes.c_void_p(array.ctypes.data)  # a bare int would be passed as a 32-bit C int
+
+
+class RowMajorGemm:
+    """`c[:m*n] = op(a) · op(b)` (+ `beta` · c) on C-ordered buffers, by one call of `?gemm_` in the BLAS
+    Aesara links (called through ctypes, whose overhead `call_overhead` measures)."""
+
+    def __init__(self, dtype):
+        from dltutorials_is import backend
+
+        library, why = backend.choose()
+        if library is None:
+            raise SystemExit(f"floor: no BLAS library to call ({why})")
+        self.dtype = np.dtype(dtype)
+        self.gemm = getattr(ctypes.CDLL(library.path), ("d" if self.dtype == np.float64 else "s") + "gemm_")
+        scalar = ctypes.c_double if self.dtype == np.float64 else ctypes.c_float
+        self.one, self.beta = scalar(1.0), scalar(0.0)
+        self.flags = {False: ctypes.c_char(b"N"), True: ctypes.c_char(b"T")}
+        self.sizes = [ctypes.c_int(0) for _ in range(6)]  # m, n, k, lda, ldb, ldc
+
+    def __call__(self, a, b, c, m, n, k, transpose_a=False, transpose_b=False, beta=0.0):
+        # Row-major c (m x n) is column-major c^T (n x m) = op(b)^T op(a)^T: swap the operands.
+        size_m, size_n, size_k, lda, ldb, ldc = self.sizes
+        size_m.value, size_n.value, size_k.value = m, n, k
+        lda.value, ldb.value, ldc.value = (m if transpose_a else k), (k if transpose_b else n), n
+        self.beta.value = beta
+        ref = ctypes.byref
+        self.gemm(ref(self.flags[transpose_b]), ref(self.flags[transpose_a]), ref(size_n), ref(size_m), ref(size_k),
+                  ref(self.one), _address(b), ref(ldb), _address(a), ref(lda), ref(self.beta), _address(c), ref(ldc))
+
+    def call_overhead(self, calls=20000):
+        """Seconds per call of a 1 x 1 x 1 product: the price of calling, not of multiplying."""
+        a = np.ones(1, self.dtype)
+        start = time.perf_counter()
+        for _ in range(calls):
+            self(a, a, a, 1, 1, 1)
+        return (time.perf_counter() - start) / calls
+
+
+def floor_step(train, floatX):
+    """`(update, predict)` doing only the products an exact LSTM step cannot avoid on the packed
+    minibatch (dim d = dim_proj, 4 gates): forward, the input projection of all tokens at once
+    (tokens x d)(d x 4d), then per time step the recurrent product of the rows still running
+    (n_t x d)(d x 4d); backward, per time step (n_t x 4d)(4d x d) for the previous hidden state, then
+    the gradients of W, U and the inputs as three whole-sequence products. No element-wise work,
+    embedding, classifier or optimiser, and the ctypes cost of each call is subtracted: what is left
+    is a lower bound for any step computing the tutorial's function with this BLAS, not a step."""
+    gemm = RowMajorGemm(floatX)
+    overhead = gemm.call_overhead()
+    dim, gates = OPTIONS["dim_proj"], 4 * OPTIONS["dim_proj"]
+    buffers = {}
+
+    def buffer(name, size):
+        if buffers.get(name, np.empty(0)).size < size:
+            buffers[name] = np.random.RandomState(SEED).uniform(-0.1, 0.1, size).astype(floatX)
+        return buffers[name]
+
+    def products(indices, backward):
+        lengths = np.sort([len(train[0][t]) for t in indices])[::-1]
+        tokens = int(lengths.sum())
+        running = [int(n) for n in np.searchsorted(-lengths, -np.arange(lengths[0]), side="left")]
+        x, h = buffer("x", tokens * dim), buffer("h", tokens * dim)
+        z, w, u = buffer("z", tokens * gates), buffer("w", dim * gates), buffer("u", dim * gates)
+        start = time.perf_counter()
+        gemm(x, w, z, tokens, gates, dim)
+        for n in running:
+            gemm(h, u, z, n, gates, dim, beta=1.0)
+        calls = 1 + len(running)
+        if backward:
+            dx, dw = buffer("dx", tokens * dim), buffer("dw", dim * gates)
+            for n in running:
+                gemm(z, u, dx, n, dim, gates, transpose_b=True, beta=1.0)
+            gemm(z, w, dx, tokens, dim, gates, transpose_b=True, beta=1.0)
+            gemm(x, z, dw, dim, gates, tokens, transpose_a=True)
+            gemm(h, z, dw, dim, gates, tokens, transpose_a=True)
+            calls += len(running) + 3
+        return np.float64(0.0), time.perf_counter() - start - calls * overhead
+
+    return (lambda indices: products(indices, True)), (lambda indices: products(indices, False))
+
+
 def build_step(name, train, args):
+    if name == "floor":
+        import aesara
+        return floor_step(train, aesara.config.floatX)
     return original_step(train, args.original) if name == "original" else port_step(train, name)
 
 
@@ -113,13 +202,15 @@ def epoch_batches(train, size=OPTIONS["batch_size"]):
 
 
 def work_of(step, train, batches):
-    """What a step's time grows with: tokens for the packed graph, padded steps × rows for scan graphs."""
+    """What a step's time grows with: tokens for the packed graph and the floor, padded steps × rows for
+    scan graphs."""
     lengths = [np.array([len(train[0][t]) for t in b]) for b in batches]
-    return sum(int(l.sum()) if step == "fast" else int(l.max()) * len(l) for l in lengths)
+    return sum(int(l.sum()) if step in ("fast", "floor") else int(l.max()) * len(l) for l in lengths)
 
 
 def time_in_turns(steps: dict, batches_of: dict, repeats: int) -> dict:
-    """Seconds per repeat of each step over its minibatches, the steps taking turns minibatch by minibatch."""
+    """Seconds per repeat of each step over its minibatches, the steps taking turns minibatch by minibatch.
+    A step returning `(value, seconds)` times itself (the floor, which counts only its products)."""
     names = list(steps)
     seconds = {name: [] for name in names}
     for name in names:
@@ -130,7 +221,10 @@ def time_in_turns(steps: dict, batches_of: dict, repeats: int) -> dict:
             for name in names if k % 2 == 0 else names[::-1]:
                 start = time.perf_counter()
                 out = steps[name](batches_of[name][k])
-                totals[name] += time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+                if isinstance(out, tuple):
+                    out, elapsed = out
+                totals[name] += elapsed
                 if not np.all(np.isfinite(out)):
                     raise SystemExit(f"{name}: non-finite cost during the benchmark")
         for name in names:
@@ -230,7 +324,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocols", nargs="*", default=["paper", "tutorial"], choices=["tutorial", "paper"])
     parser.add_argument("--floatX", nargs="*", default=["float64", "float32"], choices=["float64", "float32"])
-    parser.add_argument("--steps", nargs="*", default=["original", "fast"], choices=["original", "fast", "tutorial"])
+    parser.add_argument("--steps", nargs="*", default=["original", "fast", "floor"],
+                        choices=["original", "fast", "tutorial", "floor"])
     parser.add_argument("--updates", type=int, default=None,
                         help="minibatches timed per repeat (default: 20 for the paper protocol, the whole epoch for "
                              "the tutorial's; 0: the whole epoch)")
@@ -260,7 +355,7 @@ def main():
                 print(f"{protocol:<9}{floatX:<8}FAILED: {speed['error']}", flush=True)
                 continue
             for step in args.steps:
-                memory = {} if args.no_memory else worker("memory", protocol, floatX, [step], args)
+                memory = {} if args.no_memory or step == "floor" else worker("memory", protocol, floatX, [step], args)
                 r = speed[step]
                 ratio = "" if r["ratio"] is None else \
                     f"{r['ratio']:11.3f}{r['epoch_ratio']:9.3f}{r['predict_ratio']:10.3f}"

@@ -16,9 +16,9 @@ from dltutorials_is.io import read_json_lines as read_log
 from dltutorials_is.models.base import StepResult
 from dltutorials_is.replicate.__main__ import _parse_cells, build_parser
 from dltutorials_is.replicate.grid import Backend, Experiment, FimOutcome, run_grid
-from dltutorials_is.replicate.plots import plot_grid
+from dltutorials_is.replicate.plots import plot_grid, plotted_runs
 from dltutorials_is.replicate.report import regression_fraction, sign_flip_p, write_report
-from dltutorials_is.replicate.runs import load_grid
+from dltutorials_is.replicate.runs import RunLog, load_grid
 from dltutorials_is.replicate.specs import FIGURES, RunSpec, grid_specs, run_dir
 
 N_TRAIN = 20
@@ -240,6 +240,15 @@ def test_plots_are_written_for_every_x_axis(tmp_path):
     assert sorted(p.name for p in paths) == ["fig4_epoch.png", "fig4_grad_variance.png", "fig4_units.png",
                                               "fig4_wall_s.png"]
     assert all(p.stat().st_size > 10_000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_curves_leave_out_an_unfinished_seed_once_its_arm_has_a_finished_one():
+    def log(arm, seed, done):
+        spec = RunSpec(figure="fig4", arm=arm, seed=seed, batch_size=16, step_size=0.5, epochs=3)
+        return RunLog(spec, [{"epoch": 0, "valid_err": 0.5}], done, None)
+
+    finished, unfinished, alone = log("online", 1, True), log("online", 2, False), log("uniform", 2, False)
+    assert plotted_runs([finished, unfinished, alone]) == [finished, alone]
 
 
 def test_an_auc_figure_is_drawn_when_the_logs_carry_auc(tmp_path):

@@ -54,9 +54,17 @@ def band(logs: list[RunLog], x_key: str, metric: str):
     return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0), len(curves)
 
 
+def plotted_runs(logs: list[RunLog]) -> list[RunLog]:
+    """The runs drawn: an arm's finished runs in a cell, or, while none has finished, its unfinished ones.
+    The report leaves unfinished runs out of every statistic; the curves follow it, else one unfinished
+    seed would cut its arm's mean curve short at its last epoch (`band` keeps the epochs all seeds have)."""
+    finished = {(log.spec.cell, log.spec.arm) for log in logs if log.done}
+    return [log for log in logs if log.records and (log.done or (log.spec.cell, log.spec.arm) not in finished)]
+
+
 def plot_grid(out: Path, figures_dir: Path, prefix: str | None = None) -> list[Path]:
     """Write `<prefix>_<x-axis>.png` (and the AUC and gradient-variance plots when logged); return the paths."""
-    logs = [log for log in load_grid(Path(out)) if log.records]
+    logs = plotted_runs(load_grid(Path(out)))
     if not logs:
         return []
     figure = logs[0].spec.figure
@@ -112,7 +120,7 @@ def _panel_figure(logs, cells, arms, metrics, config, x_key, x_label, path: Path
             ax.grid(alpha=0.3)
             if row == len(cells) - 1:
                 ax.set_xlabel(x_label, fontsize=8)
-            if row == 0 and col == 0:
+            if col == 0:  # one legend per cell: its arms and seed counts differ from cell to cell
                 ax.legend(fontsize=7)
     how = "mean over seeds, band = min–max" if x_key == "epoch" else "one line per seed"
     fig.suptitle(f"{config.title} — {how}", fontsize=10)

@@ -41,13 +41,14 @@ import time
 import numpy as np
 import aesara
 from joblib import effective_n_jobs
-from scipy.linalg.blas import get_blas_funcs
 from scipy.stats import spearmanr
 
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm import LstmFimSpec, initial_state
 from dltutorials_is.models.lstm import LstmModel
 from dltutorials_is.sampling.samplers import UniformSampler
+
+from bench_lstm import RowMajorGemm  # this folder is on sys.path when a benchmark runs as a script
 
 
 def timed_run(run, i: int) -> tuple[float, fim.PrivateRun, float]:
@@ -126,13 +127,14 @@ def report_extrapolation(fast: dict, blocks, on_workers_seconds: list, n_jobs: i
 def best_gemm_gflops(floatX: str, size: int = 1024, repeats: int = 5) -> float:
     """This BLAS's rate on a large square product (the best it does on any shape): median GFLOP/s by
     process CPU time, so another session's load does not lower it."""
-    gemm = get_blas_funcs("gemm", dtype=np.dtype(floatX))
-    a, b = (np.asfortranarray(np.random.RandomState(k).rand(size, size).astype(floatX)) for k in (0, 1))
-    gemm(1.0, a, b)
+    gemm = RowMajorGemm(floatX)  # the library Aesara links, as the LSTM step's floor calls it
+    a, b = (np.random.RandomState(k).rand(size * size).astype(floatX) for k in (0, 1))
+    c = np.empty_like(a)
+    gemm(a, b, c, size, size, size)
     seconds = []
     for _ in range(repeats):
         start = time.process_time()
-        gemm(1.0, a, b)
+        gemm(a, b, c, size, size, size)
         seconds.append(time.process_time() - start)
     return 2 * size ** 3 / float(np.median(seconds)) / 1e9
 

@@ -5,10 +5,12 @@ elsewhere, continuing from what it had written (the folder must be on a file sys
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from joblib import Parallel, parallel_config
@@ -33,24 +35,45 @@ def dask_cluster(scheduler: str | None = None, local_workers: int | None = None)
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with _connect(Client, scheduler):
+        with _connect(scheduler):
             yield "dask"
         return
     with LocalCluster(n_workers=local_workers, threads_per_worker=1) as cluster, Client(cluster):
         yield "dask"
 
 
-def _connect(client_class, scheduler: str):
+def _connect(scheduler: str):
     """A client of the scheduler at `scheduler`, or `SchedulerError` saying why there is none (dask raises
     ValueError for a malformed address, OSError when nothing answers within its connect timeout)."""
+    from distributed import Client
+
     try:
-        return client_class(scheduler)
+        _check_answers(scheduler)
+        return Client(scheduler)
     except (OSError, ValueError) as error:
         raise SchedulerError(
             f"cannot use the dask scheduler at {scheduler!r}: {one_line(error)} — give the address the "
             "scheduler printed when it started (tcp://HOST:PORT, port 8786 by default; start one with "
             "`dask scheduler`), or leave --scheduler out to run on this machine"
         ) from error
+
+
+def _check_answers(scheduler: str) -> None:
+    """Open and close one connection to `scheduler`: ValueError if the address is malformed, OSError if
+    nothing answers within dask's connect timeout.
+
+    Asked before any Client exists because dask does not clean up a Client that fails to connect: its
+    IO-loop thread runs on (for ever, when nothing answered), and the half-made client is left to the
+    cyclic garbage collector, which closes it at some later moment in whichever thread allocates then.
+    """
+    from distributed.comm import connect
+
+    async def open_and_close():
+        comm = await connect(scheduler)
+        await comm.close()
+
+    with ThreadPoolExecutor(1) as thread:  # a loop of its own, even if the caller's thread runs one (a notebook)
+        thread.submit(asyncio.run, open_and_close()).result()
 
 
 @contextlib.contextmanager

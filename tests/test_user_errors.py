@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import dask
@@ -569,7 +570,13 @@ def test_a_scheduler_that_cannot_be_reached_is_a_message_before_any_data_is_read
         address = f"tcp://127.0.0.1:{_closed_port()}"
     script, *argv = command.split()
     argv += ["--scheduler", address, "--data-dir", empty, "--out", tmp_path / "out"]
+    io_loops = _io_loop_threads()
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         status, _, err = run_main("replicate" if script == "replicate" else script, argv, capsys)
     assert status == 1
     assert_one_error_line(err, f"cannot use the dask scheduler at {address!r}", "`dask scheduler`")
+    assert _io_loop_threads() == io_loops  # no half-made dask client left running (it broke a later one's start)
+
+
+def _io_loop_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name == "IO loop"}

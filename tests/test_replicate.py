@@ -502,6 +502,16 @@ def test_a_grid_is_resumed_only_with_the_float_type_it_was_started_with(tmp_path
     assert run_grid(backend, grid, tmp_path / "out", progress=False) == {grid[0].run_id: "skipped"}
 
 
+def test_a_grid_run_in_pieces_lists_every_command_and_every_run_asked_for(tmp_path):
+    uniform = specs(arms=("uniform",), seeds=(0, 1), cells=((16, 0.5),), epochs=2)
+    online = specs(arms=("online",), seeds=(1,), cells=((16, 0.5),), epochs=2)
+    for grid, command in ((uniform, "uniform"), (online, "online"), (uniform[:1], "uniform")):
+        run_grid(FakeBackend(tmp_path), grid, tmp_path / "out", command=command, progress=False)
+    manifest = json.loads((tmp_path / "out" / "grid.json").read_text())
+    assert manifest["commands"] == ["uniform", "online"]
+    assert manifest["specs"] == [asdict(s) for s in uniform + online]
+
+
 def test_a_grid_folder_takes_one_figure_in_the_grid_and_in_the_report(tmp_path):
     from dltutorials_is.errors import SettingError
 

@@ -468,11 +468,14 @@ def _check_same_grid(out: Path, figure: str | None, floatX: str | None) -> None:
 
 
 def _write_manifest(out: Path, specs: list[RunSpec], command: str, floatX: str | None) -> None:
+    """grid.json: every command run on the folder and every run any of them asked for (a grid is often
+    run in pieces, one arm or seed at a time)."""
     manifest_path = out / "grid.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"commands": []}
     commands = previous["commands"] + ([command] if command and command not in previous["commands"] else [])
+    asked = previous.get("specs", []) + [asdict(s) for s in specs]
     manifest = {"figure": specs[0].figure if specs else None, "floatX": floatX, "commands": commands,
-                "specs": [asdict(s) for s in specs]}
+                "specs": [s for i, s in enumerate(asked) if s not in asked[:i]]}
     atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
 
 

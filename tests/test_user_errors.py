@@ -575,7 +575,8 @@ def test_a_scheduler_that_cannot_be_reached_is_a_message_before_any_data_is_read
         status, _, err = run_main("replicate" if script == "replicate" else script, argv, capsys)
     assert status == 1
     assert_one_error_line(err, f"cannot use the dask scheduler at {address!r}", "`dask scheduler`")
-    assert _io_loop_threads() == io_loops  # no half-made dask client left running (it broke a later one's start)
+    # no half-made dask client left running: while they leaked, this test failed in the full suite only
+    assert _io_loop_threads() <= io_loops
 
 
 def _io_loop_threads() -> set[threading.Thread]:

@@ -361,6 +361,14 @@ def test_report_labels_a_reduced_scale(tmp_path):
     assert "5 epochs instead of 20" in text and "(16, 0.05) not run" in text
 
 
+def test_report_counts_seeds_per_arm_not_over_the_grid(tmp_path):
+    grid = (specs(arms=("uniform",), seeds=(0, 1, 2), cells=((16, 0.5),), epochs=2)
+            + specs(arms=("is-paper",), seeds=(0,), cells=((16, 0.5),), epochs=2))
+    run_grid(FakeBackend(tmp_path), grid, tmp_path / "fig4", progress=False)
+    write_report({"fig4": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
+    assert "as few as 1 seed(s) for a (cell, arm)" in (tmp_path / "R.md").read_text()
+
+
 def test_report_has_a_section_per_grid_with_its_data_scale_figures_and_compute(tmp_path):
     paper = grid_specs("fig4", ((16, 0.5),), ("uniform",), (0,), 2)  # whole training set, whole sets
     run_grid(FakeBackend(tmp_path), paper, tmp_path / "paper_scale" / "fig4", progress=False)

@@ -327,8 +327,12 @@ def scale_reductions(logs: list[RunLog], config) -> list[str]:
     missing = sorted(set(config.cells) - {s.cell for s in specs})
     if missing:
         found.append(f"cells (batch, λ) {', '.join(f'({b}, {lr:g})' for b, lr in missing)} not run")
-    if len({s.seed for s in specs}) < 3:
-        found.append(f"{len({s.seed for s in specs})} seed(s)")
+    seeds = {}
+    for s in specs:
+        seeds.setdefault((s.cell, s.arm), set()).add(s.seed)
+    fewest_seeds = min(map(len, seeds.values()))
+    if fewest_seeds < 3:
+        found.append(f"as few as {fewest_seeds} seed(s) for a (cell, arm)")
     return found
 
 

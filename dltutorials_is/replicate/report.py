@@ -310,8 +310,9 @@ def compute_line(logs: list[RunLog], fim_records: list[dict]) -> str:
             "), wall-clock seconds of single-threaded processes as logged")
 
 
-def scale_reductions(logs: list[RunLog], config) -> list[str]:
-    """How the logged runs fall short of the full protocol (whole sets, the default epochs and cells)."""
+def scale_reductions(logs: list[RunLog], grouped: dict, config) -> list[str]:
+    """How the logged runs fall short of the full protocol (whole sets, the default epochs and cells, 3
+    seeds); seeds are counted over `grouped`, the finished runs every statistic is computed from."""
     specs = [log.spec for log in logs]
     found = []
     subsets = sorted({s.train_subset for s in specs if s.train_subset})
@@ -327,10 +328,7 @@ def scale_reductions(logs: list[RunLog], config) -> list[str]:
     missing = sorted(set(config.cells) - {s.cell for s in specs})
     if missing:
         found.append(f"cells (batch, λ) {', '.join(f'({b}, {lr:g})' for b, lr in missing)} not run")
-    seeds = {}
-    for s in specs:
-        seeds.setdefault((s.cell, s.arm), set()).add(s.seed)
-    fewest_seeds = min(map(len, seeds.values()))
+    fewest_seeds = min((len(seeds) for arms in grouped.values() for seeds in arms.values()), default=0)
     if fewest_seeds < 3:
         found.append(f"as few as {fewest_seeds} seed(s) for a (cell, arm)")
     return found
@@ -378,7 +376,7 @@ def figure_section(name: str, out: Path, figures_dir: Path, report_dir: Path) ->
     arms = [a for a in arm_order({log.spec.arm for log in logs}) if a != "uniform"]
     epochs = max((len(log.records) for log in logs), default=0)
     lines = [f"## {title}", "", "### Scale", ""]
-    reductions = scale_reductions(logs, config)
+    reductions = scale_reductions(logs, grouped, config)
     if reductions:
         lines += [f"**Short of the paper's protocol**: {'; '.join(reductions)}. Verdicts below hold "
                   "for this scale only.", ""]

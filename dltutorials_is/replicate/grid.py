@@ -438,8 +438,7 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     both with joblib on the `parallel` backend (None: processes here; "dask": the workers of the active
     dask client, where a run lost with its worker is run again, resuming from its last checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_grid(out, specs[0].figure if specs else None, getattr(backend, "floatX", None))
-    _write_manifest(out, specs, command, getattr(backend, "floatX", None))
+    _extend_manifest(out, specs, command, getattr(backend, "floatX", None))
     statuses = _mine_missing(backend, specs, out, n_jobs, parallel)
     if not specs:
         return statuses
@@ -452,30 +451,29 @@ def run_grid(backend: Backend, specs: list[RunSpec], out: Path, n_jobs: int = 1,
     return statuses
 
 
-def _check_same_grid(out: Path, figure: str | None, floatX: str | None) -> None:
+def _extend_manifest(out: Path, specs: list[RunSpec], command: str, floatX: str | None) -> None:
+    """grid.json: every command run on the folder and every run any of them asked for (a grid is often
+    run in pieces, one arm or seed at a time); checked first to be the same grid."""
+    manifest_path = out / "grid.json"
+    figure = specs[0].figure if specs else None
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text())
+        _check_same_grid(out, previous, figure, floatX)
+    else:
+        previous = {"commands": []}
+    commands = previous["commands"] + ([command] if command and command not in previous["commands"] else [])
+    asked = previous.get("specs", []) + [asdict(s) for s in specs]
+    manifest = {"figure": figure, "floatX": floatX, "commands": commands,
+                "specs": [s for i, s in enumerate(asked) if s not in asked[:i]]}
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+
+
+def _check_same_grid(out: Path, manifest: dict, figure: str | None, floatX: str | None) -> None:
     """A grid folder holds one figure's runs, all of the float type it was started with (grids from
     before it was recorded were all float64): resuming it with another would mix them silently."""
-    manifest_path = out / "grid.json"
-    if not manifest_path.exists():
-        return
-    manifest = json.loads(manifest_path.read_text())
     if figure is not None and manifest.get("figure") not in (None, figure):
         raise SettingError(f"{out} is a {manifest['figure']} grid; give the {figure} grid another --out")
     started = manifest.get("floatX", "float64")
     if floatX is not None and started != floatX:
         raise SettingError(f"{out} is a grid of --floatX {started} runs and FIM artefacts; resume it with "
                            f"--floatX {started}, or give the {floatX} grid another --out")
-
-
-def _write_manifest(out: Path, specs: list[RunSpec], command: str, floatX: str | None) -> None:
-    """grid.json: every command run on the folder and every run any of them asked for (a grid is often
-    run in pieces, one arm or seed at a time)."""
-    manifest_path = out / "grid.json"
-    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"commands": []}
-    commands = previous["commands"] + ([command] if command and command not in previous["commands"] else [])
-    asked = previous.get("specs", []) + [asdict(s) for s in specs]
-    manifest = {"figure": specs[0].figure if specs else None, "floatX": floatX, "commands": commands,
-                "specs": [s for i, s in enumerate(asked) if s not in asked[:i]]}
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-
-

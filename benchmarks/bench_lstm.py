@@ -107,10 +107,6 @@ def original_step(train, source):
     return update, predict
 
 
-def _address(array):
-    return ctypes.c_void_p(array.ctypes.data)  # a bare int would be passed as a 32-bit C int
-
-
 class RowMajorGemm:
     """`c[:m*n] = op(a) · op(b)` (+ `beta` · c) on C-ordered buffers, by one call of `?gemm_` in the BLAS
     Aesara links (called through ctypes, whose overhead `call_overhead` measures)."""
@@ -122,6 +118,7 @@ class RowMajorGemm:
         if library is None:
             raise SystemExit(f"floor: no BLAS library to call ({why})")
         self.dtype = np.dtype(dtype)
+        self.pointer = backend.pointer
         self.gemm = getattr(ctypes.CDLL(library.path), ("d" if self.dtype == np.float64 else "s") + "gemm_")
         scalar = ctypes.c_double if self.dtype == np.float64 else ctypes.c_float
         self.one, self.beta = scalar(1.0), scalar(0.0)
@@ -134,9 +131,9 @@ class RowMajorGemm:
         size_m.value, size_n.value, size_k.value = m, n, k
         lda.value, ldb.value, ldc.value = (m if transpose_a else k), (k if transpose_b else n), n
         self.beta.value = beta
-        ref = ctypes.byref
+        ref, pointer = ctypes.byref, self.pointer
         self.gemm(ref(self.flags[transpose_b]), ref(self.flags[transpose_a]), ref(size_n), ref(size_m), ref(size_k),
-                  ref(self.one), _address(b), ref(ldb), _address(a), ref(lda), ref(self.beta), _address(c), ref(ldc))
+                  ref(self.one), pointer(b), ref(ldb), pointer(a), ref(lda), ref(self.beta), pointer(c), ref(ldc))
 
     def call_overhead(self, calls=20000):
         """Seconds per call of a 1 x 1 x 1 product: the price of calling, not of multiplying."""

@@ -122,7 +122,8 @@ def _by_reference(*values):
     return [ctypes.byref(value) for value in values]
 
 
-def _array(array: np.ndarray):
+def pointer(array: np.ndarray):
+    """The array's data as a C pointer for a ctypes BLAS call (a bare int would pass as a 32-bit C int)."""
     return array.ctypes.data_as(ctypes.c_void_p)
 
 
@@ -138,10 +139,10 @@ def _gemm_and_gemv(library: ctypes.CDLL, dtype, rng: np.random.RandomState):
     size = {name: ctypes.c_int(value) for name, value in dict(m=m, n=n, k=k, one=1).items()}
     no_transpose, one, zero = ctypes.c_char(b"N"), scalar(1.0), scalar(0.0)
     gemm, gemv = getattr(library, prefix + "gemm_"), getattr(library, prefix + "gemv_")
-    gemm(*_by_reference(no_transpose, no_transpose, size["m"], size["n"], size["k"], one), _array(a),
-         *_by_reference(size["m"]), _array(b), *_by_reference(size["k"], zero), _array(c), *_by_reference(size["m"]))
-    gemv(*_by_reference(no_transpose, size["m"], size["k"], one), _array(a), *_by_reference(size["m"]),
-         _array(x), *_by_reference(size["one"], zero), _array(y), *_by_reference(size["one"]))
+    gemm(*_by_reference(no_transpose, no_transpose, size["m"], size["n"], size["k"], one), pointer(a),
+         *_by_reference(size["m"]), pointer(b), *_by_reference(size["k"], zero), pointer(c), *_by_reference(size["m"]))
+    gemv(*_by_reference(no_transpose, size["m"], size["k"], one), pointer(a), *_by_reference(size["m"]),
+         pointer(x), *_by_reference(size["one"], zero), pointer(y), *_by_reference(size["one"]))
     return (a, b, x), (c, y)
 
 

@@ -304,11 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
                              f"defaults: {DEFAULT_SETTINGS}, the rest as in the original")
     parser.add_argument("--graph", choices=("fast", "tutorial"), default="fast",
                         help="the port's LSTM graph: fast (its default) or the tutorial's scan graph")
+    add_comparison_arguments(parser)
+    return parser
+
+
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """How strictly, how long and where both tutorials' comparisons run: the same flags for each."""
     parser.add_argument("--rtol", type=float, default=1e-6, help="largest relative difference allowed "
                         "(default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: %(default)s)")
     parser.add_argument("--keep", type=Path, default=None, help="keep both runs' folders and outputs here")
-    return parser
 
 
 def locate_original(args, parser, names: tuple[str, ...]) -> tuple[Path | None, Path | None]:
@@ -537,10 +542,7 @@ def build_rnnrbm_parser() -> argparse.ArgumentParser:
     parser.add_argument("--floatX", choices=("float64", "float32"), default="float64", help="(default: %(default)s)")
     parser.add_argument("--graph", choices=("fast", "tutorial"), default="fast",
                         help="the port's training graph, rnnrbm/train.py --graph (default: %(default)s)")
-    parser.add_argument("--rtol", type=float, default=1e-6, help="largest relative difference allowed "
-                        "(default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: %(default)s)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep both runs' folders and outputs here")
+    add_comparison_arguments(parser)
     return parser
 
 

@@ -427,6 +427,25 @@ def test_report_summarises_the_gradient_variance_ratio(tmp_path):
     assert rows == ["| b=16, λ=0.5 | is-paper | 3 | 0.5 | 0.5 | 0.5 | 0.5 | 0.5 | 1 |"]
 
 
+class SampleRankingBackend(FakeBackend):
+    """A FIM whose norm scores rank the samples alike under every seed and whose displacement scores
+    reverse their ranking from one seed to the next."""
+
+    def mine_importance(self, spec, workdir, n_jobs=1, parallel=None):
+        rank = np.arange(1.0, N_TRAIN + 1)
+        displacement = rank if spec.seed % 2 == 0 else rank[::-1]
+        return FimOutcome(p={"norm": rank / rank.sum(), "displacement": displacement / displacement.sum()},
+                          private_steps=PRIVATE_STEPS, info={"n_train": N_TRAIN})
+
+
+def test_report_says_how_alike_two_seeds_fims_rank_the_samples(tmp_path):
+    grid = specs(arms=("uniform", "is-paper"), seeds=(0, 1), cells=((16, 0.5),), epochs=2)
+    run_grid(SampleRankingBackend(tmp_path), grid, tmp_path / "fig4", progress=False)
+    write_report({"fig4": [tmp_path / "fig4"]}, tmp_path / "R.md", tmp_path / "docs")
+    section = (tmp_path / "R.md").read_text().split("### Importance (FIM)")[1].split("###")[0]
+    assert "- b16_subset20, seeds 0 and 1: displacement -1, norm 1" in section.splitlines()
+
+
 def test_report_shows_how_far_from_1_a_variance_ratio_is_that_rounds_to_1(tmp_path):
     grid = specs(arms=("uniform", "is-paper"), seeds=(0,), cells=((16, 0.5),), epochs=2)
     run_grid(FakeBackend(tmp_path, log_grad_variance=True, grad_var_ratio=1 - 7.7e-7), grid, tmp_path / "fig4",

@@ -46,6 +46,7 @@ from dltutorials_is.loop import Hook, Progress, fit
 from dltutorials_is.models.base import Model
 from dltutorials_is.sampling.online import OnlineImportanceSampler
 from dltutorials_is.sampling.samplers import make_sampler, summarize_p
+from dltutorials_is.replicate.runs import load_fim
 from dltutorials_is.replicate.specs import (
     PAPER_SCORE,
     UNITS_PER_FIM_STEP,
@@ -158,13 +159,6 @@ def ensure_fim(backend: Backend, spec: RunSpec, out: Path, n_jobs: int = 1, para
     }
     atomic_write_text(record_path, json.dumps(record, indent=1, default=float))
     return load_fim(directory)
-
-
-def load_fim(directory: Path) -> dict:
-    record = json.loads((directory / "fim.json").read_text())
-    with np.load(directory / "p.npz") as arrays:
-        record["p"] = {k: arrays[k] for k in arrays.files}
-    return record
 
 
 def fim_kind_for_arm(arm: str, fim: dict) -> str:

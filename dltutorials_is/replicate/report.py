@@ -355,7 +355,27 @@ def fim_lines(fim_records: list[dict], logs: list[RunLog]) -> list[str]:
     lines.append("FIM core-s: seconds of private training summed over the FIM's workers and sessions, the "
                  "time one core would take. They and the units are added to the clocks of the IS arms "
                  f"({', '.join(untouched)}).")
-    return lines
+    return lines + seed_agreement_lines(fim_records)
+
+
+def seed_agreement_lines(fim_records: list[dict]) -> list[str]:
+    """How far two seeds' FIMs rank the same samples alike. The paper treats p_i as a property of
+    sample i, mined once; the seeds share the samples (in the same order) but not W(0), so a rank
+    correlation near 1 says FIM found the samples' importance, near 0 that it found W(0)'s noise."""
+    lines = []
+    by_protocol = itertools.groupby(sorted(fim_records, key=lambda r: (r["protocol"], r["seed"])),
+                                    key=lambda r: r["protocol"])
+    for protocol, records in by_protocol:
+        for a, b in itertools.combinations(list(records), 2):
+            kinds = sorted(set(a["p"]) & set(b["p"]))
+            if not kinds or len(a["p"][kinds[0]]) != len(b["p"][kinds[0]]):
+                continue
+            rhos = ", ".join(f"{k} {fmt(stats.spearmanr(a['p'][k], b['p'][k]).correlation, 3)}" for k in kinds)
+            lines.append(f"- {protocol}, seeds {a['seed']} and {b['seed']}: {rhos}")
+    if not lines:
+        return []
+    return ["", "Agreement between seeds: the Spearman rank correlation of the same samples' p_i under two "
+            "seeds' W(0) (1: FIM ranks the samples alike whatever W(0); 0: its ranking is W(0)'s).", ""] + lines
 
 
 def data_scale(logs: list[RunLog]) -> str:

@@ -42,8 +42,13 @@ def load_manifest(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"commands": [], "specs": []}
 
 
+def load_fim(directory: Path) -> dict:
+    """One (protocol, seed)'s FIM record, `fim.json`, with its P of every score kind under "p"."""
+    record = json.loads((directory / "fim.json").read_text())
+    with np.load(directory / "p.npz") as arrays:
+        record["p"] = {k: arrays[k] for k in arrays.files}
+    return record
+
+
 def load_fim_records(out: Path) -> list[dict]:
-    records = []
-    for path in sorted((out / "fim").glob("*/seed*/fim.json")):
-        records.append(json.loads(path.read_text()))
-    return records
+    return [load_fim(path.parent) for path in sorted((out / "fim").glob("*/seed*/fim.json"))]

@@ -438,6 +438,19 @@ def test_plotting_a_missing_grid_is_an_argparse_error(tmp_path, capsys):
     assert exit_.value.code == 2 and "no such grid folder" in capsys.readouterr().err
 
 
+def test_a_report_from_a_mistyped_or_empty_grid_leaves_the_report_as_it_was(tmp_path, capsys):
+    report = tmp_path / "REPLICATION.md"
+    report.write_text("the report the logs gave\n")
+    (tmp_path / "empty").mkdir()
+    common = ["--output", str(report), "--figures", str(tmp_path / "figures")]
+    for grids, message in ((["--fig4", str(tmp_path / "typo")], "--fig4 "), (["--fig6", str(tmp_path / "empty"),
+                           "--fig4", str(tmp_path / "empty")], "nothing to report")):
+        with pytest.raises(SystemExit) as exit_:
+            replicate.main(["report", *grids, *common])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert report.read_text() == "the report the logs gave\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Crashes that are now messages
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python -m dltutorials_is.replicate fig4 --epochs 5 --train-subset 2000 --seeds 1 2 3 --n-jobs 2
     python -m dltutorials_is.replicate fig6 --epochs 20 --n-jobs 2
-    python -m dltutorials_is.replicate report --fig4 runs/paper_scale/fig4 runs/replication/fig4 --fig6 runs/replication/fig6
+    python -m dltutorials_is.replicate report --fig4 runs/paper_scale/fig4 --fig6 runs/paper_scale/fig6 --summary docs/replication/summary.md
     python -m dltutorials_is.replicate fig6 --scheduler tcp://HOST:8786 --n-jobs -1   # on a dask cluster
 """
 from __future__ import annotations
@@ -29,8 +29,11 @@ from dltutorials_is.replicate.backends import make_backend
 from dltutorials_is.replicate.grid import run_grid
 from dltutorials_is.replicate.plots import plot_grid
 from dltutorials_is.replicate.report import write_report
+from dltutorials_is.replicate.runs import load_grid
 from dltutorials_is.replicate.specs import ARMS, DEFAULT_ARMS, FIGURES, FigureConfig, grid_specs
 
+#: where the grids go when --out is not given, and where report looks for them
+DEFAULT_GRIDS = Path("runs/replication")
 #: fig4's seeds also seed the LSTM's MRG dropout stream (1 and up); fig6's a numpy RandomState.
 SEED_TYPES = {"fig4": lstm_seed, "fig6": numpy_seed}
 
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs trained at once: processes here, or tasks on the --scheduler's workers "
                             "(-1: as many as there are cores or workers) (default: %(default)s)")
         p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=SCHEDULER_HELP)
-        p.add_argument("--out", type=Path, default=Path("runs/replication") / name)
+        p.add_argument("--out", type=Path, default=DEFAULT_GRIDS / name)
         p.add_argument("--data-dir", type=Path, default=None)
         p.add_argument("--floatX", choices=FLOAT_TYPES, default="float64")
         p.add_argument("--no-plots", action="store_true")
@@ -79,13 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=Path, default=None, help="PNG directory (default: <out>/plots)")
     p = sub.add_parser("report", help="write REPLICATION.md and its figures from the grids' logs")
     for name in FIGURES:
-        p.add_argument(f"--{name}", type=Path, nargs="+", default=[Path("runs/replication") / name], metavar="GRID",
-                       help="the grid folder(s), a section each, in this order (default: %(default)s)")
+        p.add_argument(f"--{name}", type=Path, nargs="+", default=None, metavar="GRID",
+                       help=f"the grid folder(s), a section each, in this order (default: {DEFAULT_GRIDS / name}, "
+                            "reported as not run if it has no logs)")
     p.add_argument("--output", type=Path, default=Path("REPLICATION.md"))
     p.add_argument("--figures", type=Path, default=Path("docs/replication"))
     p.add_argument("--summary", type=Path, default=None,
                    help="hand-written markdown placed before the generated sections (e.g. docs/replication/summary.md)")
     return parser
+
+
+def _report_grids(parser: argparse.ArgumentParser, args) -> dict[str, list[Path]]:
+    """Each figure's grid folders; a mistyped folder, or no logs anywhere, stops the report before it
+    overwrites REPLICATION.md with sections that say "not run"."""
+    grids = {}
+    for name in FIGURES:
+        given = getattr(args, name)
+        for out in given or []:
+            if not out.is_dir():
+                parser.error(f"--{name} {out}: no such grid folder")
+        grids[name] = given or [DEFAULT_GRIDS / name]
+    if not any(load_grid(out) for outs in grids.values() for out in outs):
+        parser.error(f"no run logs under {', '.join(str(o) for outs in grids.values() for o in outs)}: nothing to "
+                     f"report ({args.output} left as it was); name the grids with --fig4 and --fig6")
+    return grids
 
 
 @entry_point
@@ -105,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--summary {args.summary}: no such file")
         check_writable(args.output, "--output")
         check_writable_dir(args.figures, "--figures")
-        write_report({name: getattr(args, name) for name in FIGURES}, args.output, args.figures, args.summary)
+        write_report(_report_grids(parser, args), args.output, args.figures, args.summary)
         print(f"wrote {args.output} and figures in {args.figures}")
         return 0
 

@@ -151,6 +151,18 @@ def vocabulary_size(text: str) -> int:
     return value
 
 
+class TwoSpellingsParser(argparse.ArgumentParser):
+    """An ArgumentParser for commands whose flags are spelt two ways (`--max-epochs` and the original's
+    `--max_epochs`): an abbreviation of both, such as `--reload` or `--dim`, names one option, where
+    Python 3.11's argparse calls it ambiguous between the two spellings of that one option."""
+
+    def _get_option_tuples(self, option_string):
+        by_action = {}
+        for option_tuple in super()._get_option_tuples(option_string):
+            by_action.setdefault(id(option_tuple[0]), option_tuple)
+        return list(by_action.values())
+
+
 def _both_spellings(group, flag: str, original: str, **kwargs) -> None:
     """`--flag`, also spelt `--<the original's parameter name>`, stored under the original's name."""
     names = [flag] if flag == f"--{original}" else [flag, f"--{original}"]

@@ -24,11 +24,12 @@ from dltutorials_is.cluster import SCHEDULER_HELP, parallel_backend
 from dltutorials_is.errors import entry_point
 from dltutorials_is.fim import driver as fim
 from dltutorials_is.fim.lstm import BASES, DEFAULTS, TRAINERS, LstmFimSpec, default_importance_path, initial_state
-from dltutorials_is.flags import add_lstm_model_arguments, lstm_run_options, n_jobs, positive_float, positive_int
+from dltutorials_is.flags import (TwoSpellingsParser, add_lstm_model_arguments, lstm_run_options, n_jobs, positive_float,
+                                  positive_int)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = TwoSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("the training run whose P this is (same flags and defaults as lstm/train.py)")
     add_lstm_model_arguments(model, model)
 

@@ -19,6 +19,7 @@ from dltutorials_is.errors import entry_point
 from dltutorials_is.fim.driver import SCORE_KINDS, other_score_kinds
 from dltutorials_is.fim.lstm import default_importance_path, load_or_mine_lstm_importance
 from dltutorials_is.flags import (
+    TwoSpellingsParser,
     add_lstm_model_arguments,
     lstm_run_options,
     non_negative_float,
@@ -36,7 +37,7 @@ SAMPLERS = ("uniform", "replacement")  # --is gives the third, "importance"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = TwoSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def hyper(flag: str, original: str, **kwargs):
         """A train_lstm hyperparameter: `--flag`, also spelt `--<original name>`."""

@@ -31,15 +31,14 @@ from dltutorials_is.fim.lstm import (
     initial_state,
     train_fingerprint,
 )
-from dltutorials_is.flags import add_lstm_model_arguments, lstm_run_options, numpy_seed, positive_int
+from dltutorials_is.flags import TwoSpellingsParser, add_lstm_model_arguments, lstm_run_options, numpy_seed, positive_int
 from dltutorials_is.graphs.lstm import load_params
 from dltutorials_is.models.lstm import LstmModel
 from dltutorials_is.sampling.variance import format_variance, gradient_variance
 
 
-@entry_point
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = TwoSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("the training run (same flags and defaults as lstm/train.py)")
     add_lstm_model_arguments(model, model)
     parser.add_argument("--importance", type=Path, default=None, help="FIM file (default: lstm/fim.py's name)")
@@ -53,7 +52,12 @@ def main(argv=None) -> int:
     parser.add_argument("--subset-seed", type=numpy_seed, default=0, help="which M reviews (default: %(default)s)")
     parser.add_argument("--mine-subset", action="store_true",
                         help="no importance file: mine FIM's scores of the M reviews now (default ε, λ; all cores)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@entry_point
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     aesara.config.floatX = args.floatX
 
     options = lstm_run_options(args)

@@ -432,6 +432,14 @@ def test_the_values_that_mean_all_or_default_are_accepted():
     assert (args.seeds, args.cells, args.on_bad) == ([0], [(50, 0.3)], "skip")
 
 
+@pytest.mark.parametrize("name", ["lstm/train.py", "lstm/fim.py", "lstm/variance.py"])
+def test_an_abbreviation_of_a_flag_spelt_two_ways_names_that_flag(name, capsys):
+    assert _parse(name, ["--dim", "8", "--use"]).dim_proj == 8  # --dim-proj/--dim_proj, --use-dropout/--use_dropout
+    with pytest.raises(SystemExit):  # an abbreviation of two different flags stays ambiguous
+        _parse("lstm/train.py", ["--valid", "5"])
+    assert "ambiguous option: --valid could match --valid-freq" in capsys.readouterr().err
+
+
 def test_plotting_a_missing_grid_is_an_argparse_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         replicate.main(["plot", str(tmp_path / "missing")])

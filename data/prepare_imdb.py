@@ -11,6 +11,7 @@ from pathlib import Path
 from dltutorials_is.datasets.download import default_data_dir
 from dltutorials_is.datasets.imdb import prepare_imdb, read_imdb_pickle, load_dictionary
 from dltutorials_is.errors import entry_point
+from dltutorials_is.io import check_writable_dir
 from dltutorials_is.flags import n_jobs
 
 
@@ -22,6 +23,7 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=n_jobs, default=-1, help="tokeniser processes (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild the pickles even if they exist")
     args = parser.parse_args(argv)
+    check_writable_dir(args.data_dir, "--data-dir")
 
     start = time.perf_counter()
     pickle_path, dict_path = prepare_imdb(args.data_dir, args.mirror, n_jobs=args.n_jobs, force=args.force)

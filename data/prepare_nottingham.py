@@ -11,6 +11,7 @@ from pathlib import Path
 from dltutorials_is.datasets.download import DataError, default_data_dir, extract, fetch_archive
 from dltutorials_is.datasets.nottingham import EXPECTED_FILES, SPLITS, split_dir, unreadable_files
 from dltutorials_is.errors import entry_point
+from dltutorials_is.io import check_writable_dir
 
 
 @entry_point
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where data/ lives (default: %(default)s)")
     parser.add_argument("--mirror", type=Path, default=None, help="folder holding Nottingham.zip (default: $DLTUTORIALS_MIRROR or ../shared/data)")
     args = parser.parse_args(argv)
+    check_writable_dir(args.data_dir, "--data-dir")
     folder = args.data_dir / "Nottingham"
     archive = fetch_archive("nottingham", args.data_dir, args.mirror)
     extract(archive, args.data_dir, members_prefix="Nottingham/")

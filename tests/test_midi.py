@@ -134,7 +134,7 @@ def test_midiwrite_writes_sustained_notes_once(tmp_path):
 
 
 def test_loader_errors_name_the_fix(tmp_path):
-    with pytest.raises(DataError, match="prepare_nottingham.py"):
+    with pytest.raises(DataError, match=f"prepare_nottingham.py --data-dir {tmp_path}`"):  # the folder it looked in
         load_nottingham(tmp_path, "train")
     folder = tmp_path / "Nottingham" / "train"
     folder.mkdir(parents=True)

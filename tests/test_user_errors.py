@@ -183,6 +183,8 @@ def _blocked_argv(tmp_path: Path) -> dict:
         "replicate report --output": ("replicate", ["report", "--output", blocked / "R.md", "--figures", tmp_path / "f"]),
         "replicate report --figures": ("replicate", ["report", "--output", tmp_path / "R.md", "--figures", blocked]),
         "replicate plot --figures": ("replicate", ["plot", tmp_path, "--figures", blocked / "png"]),
+        "data/prepare_imdb.py --data-dir": ("data/prepare_imdb.py", ["--data-dir", blocked]),
+        "data/prepare_nottingham.py --data-dir": ("data/prepare_nottingham.py", ["--data-dir", blocked / "data"]),
     }
 
 

@@ -14,6 +14,11 @@ EXPECTED_FILES = {"train": 694, "valid": 173, "test": 170}
 PREPARE_COMMAND = "python data/prepare_nottingham.py"
 
 
+def prepare_command(data_dir: Path | None) -> str:
+    """The command that fetches the data into `data_dir` (the default data folder when None)."""
+    return PREPARE_COMMAND if data_dir is None else f"{PREPARE_COMMAND} --data-dir {data_dir}"
+
+
 def split_dir(data_dir: Path | None, split: str) -> Path:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -24,10 +29,10 @@ def split_files(data_dir: Path | None, split: str) -> list[Path]:
     """The split's MIDI files in sorted order (the tutorial took `glob` order, which is the OS's)."""
     folder = split_dir(data_dir, split)
     if not folder.is_dir():
-        raise DataError(f"{folder} does not exist: fetch the Nottingham data with `{PREPARE_COMMAND}`")
+        raise DataError(f"{folder} does not exist: fetch the Nottingham data with `{prepare_command(data_dir)}`")
     files = sorted(folder.glob("*.mid"))
     if not files:
-        raise DataError(f"{folder} holds no .mid files: fetch the Nottingham data with `{PREPARE_COMMAND}`")
+        raise DataError(f"{folder} holds no .mid files: fetch the Nottingham data with `{prepare_command(data_dir)}`")
     return files
 
 
@@ -53,7 +58,7 @@ def load_nottingham(
         except MidiError as error:
             if on_bad == "error":
                 raise DataError(f"{error} — run with --on-bad skip to leave such files out (on_bad='skip' from "
-                                f"Python), or fetch the data again with `{PREPARE_COMMAND}`") from error
+                                f"Python), or fetch the data again with `{prepare_command(data_dir)}`") from error
             skipped.append(path.name)
     if skipped:
         shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
@@ -61,7 +66,7 @@ def load_nottingham(
     if not rolls:
         raise DataError(
             f"the {split} set in {split_dir(data_dir, split)} is empty after skipping "
-            f"{len(skipped)} unreadable file(s): re-fetch it with `{PREPARE_COMMAND}`"
+            f"{len(skipped)} unreadable file(s): re-fetch it with `{prepare_command(data_dir)}`"
         )
     return rolls
 

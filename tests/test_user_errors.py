@@ -442,10 +442,13 @@ def test_an_abbreviation_of_a_flag_spelt_two_ways_names_that_flag(name, capsys):
     assert "ambiguous option: --valid could match --valid-freq" in capsys.readouterr().err
 
 
-def test_plotting_a_missing_grid_is_an_argparse_error(tmp_path, capsys):
+def test_plotting_a_missing_or_empty_grid_is_an_argparse_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         replicate.main(["plot", str(tmp_path / "missing")])
     assert exit_.value.code == 2 and "no such grid folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a folder that is not a grid, e.g. the grid's runs/
+        replicate.main(["plot", str(tmp_path)])
+    assert exit_.value.code == 2 and "no run logs" in capsys.readouterr().err
 
 
 def test_a_report_from_a_mistyped_or_empty_grid_leaves_the_report_as_it_was(tmp_path, capsys):

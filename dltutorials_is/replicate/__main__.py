@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out.is_dir():
             parser.error(f"{args.out}: no such grid folder")
         figures = check_writable_dir(args.figures or args.out / "plots", "--figures")
+        if not load_grid(args.out):
+            parser.error(f"no run logs under {args.out}: nothing to plot (a grid folder holds runs/<run>/log.jsonl)")
         for path in plot_grid(args.out, figures):
             print(path)
         return 0

@@ -75,12 +75,21 @@ def check_writable(path: Path | str, flag: str | None = None) -> Path:
     `write_atomically` needs). Raises `OutputError` naming `flag` (e.g. "--saveto") and the path for a
     folder standing at `path`, a file standing where a folder must be, or a read-only location.
     """
-    path = Path(path)
-    what = _named(path, flag)
-    if path.is_dir():
-        raise OutputError(f"cannot write {what}: it is a folder — give the name of a file")
-    _probe_folder(path.parent, what)
-    return path
+    check_all_writable([path], flag)
+    return Path(path)
+
+
+def check_all_writable(paths, flag: str | None = None) -> None:
+    """`check_writable` for many files, each folder probed once: a series of thousands of outputs
+    (say `generate.py --count 100000`) would otherwise create and remove a temporary file per name."""
+    probed = set()
+    for path in map(Path, paths):
+        what = _named(path, flag)
+        if path.is_dir():
+            raise OutputError(f"cannot write {what}: it is a folder — give the name of a file")
+        if path.parent not in probed:
+            _probe_folder(path.parent, what)
+            probed.add(path.parent)
 
 
 def check_writable_dir(folder: Path | str, flag: str | None = None) -> Path:

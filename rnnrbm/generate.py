@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dltutorials_is.datasets.midi import midiwrite  # noqa: E402
 from dltutorials_is.errors import entry_point  # noqa: E402
 from dltutorials_is.flags import positive_int  # noqa: E402
-from dltutorials_is.io import check_writable  # noqa: E402
+from dltutorials_is.io import check_all_writable  # noqa: E402
 from dltutorials_is.tutorials.rnnrbm import load_model  # noqa: E402
 
 
@@ -47,9 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=positive_int, default=2, help="number of samples, the tutorial made 2 (%(default)s)")
     args = p.parse_args(argv)
     stems = output_stems(args.out, args.count)
-    for stem in stems:
-        check_writable(stem.with_suffix(".mid"), "--out")
-        check_writable(stem.with_suffix(".png"), "--out")
+    check_all_writable([stem.with_suffix(suffix) for stem in stems for suffix in (".mid", ".png")], "--out")
     model, state = load_model(args.checkpoint)
     config = model.config
     print(f"Loaded {args.checkpoint} ({state.epochs_done} epoch(s) trained)")

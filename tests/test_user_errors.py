@@ -161,6 +161,18 @@ def test_check_writable_names_what_is_in_the_way(tmp_path, monkeypatch):
         io.check_writable(tmp_path / "m.npz", "--saveto")
 
 
+def test_many_outputs_probe_each_folder_once_and_still_find_a_folder_in_the_way(tmp_path, monkeypatch):
+    probes = []
+    real_mkstemp = io.tempfile.mkstemp
+    monkeypatch.setattr(io.tempfile, "mkstemp", lambda **kw: probes.append(kw["dir"]) or real_mkstemp(**kw))
+    names = [tmp_path / f"sample{n}{suffix}" for n in range(1, 1001) for suffix in (".mid", ".png")]
+    io.check_all_writable([*names, tmp_path / "other" / "x.mid"], "--out")
+    assert probes == [tmp_path, tmp_path / "other"]
+    (tmp_path / "sample700.png").mkdir()
+    with pytest.raises(OutputError, match="--out .*/sample700.png: it is a folder"):
+        io.check_all_writable(names, "--out")
+
+
 def _blocked_argv(tmp_path: Path) -> dict:
     """Per command, arguments whose output sits under a file; the data folder is empty, so an error about
     the output (not about missing data) shows the check came first."""

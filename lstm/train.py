@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aesara
 
-from dltutorials_is.errors import entry_point
+from dltutorials_is.errors import OutputError, entry_point
 from dltutorials_is.fim.driver import SCORE_KINDS, other_score_kinds
 from dltutorials_is.fim.lstm import default_importance_path, load_or_mine_lstm_importance
 from dltutorials_is.flags import (
@@ -120,6 +120,9 @@ def fim_importance(args: argparse.Namespace):
 def check_files(args: argparse.Namespace) -> None:
     """Before any data is loaded: every output can be written, and the model to reload exists."""
     if args.saveto:
+        if args.saveto.endswith("/") or Path(args.saveto).is_dir():  # savez would write <folder>/.npz, hidden
+            raise OutputError(f"cannot write --saveto {args.saveto}: it is a folder — give the name of a file, "
+                              f"such as {Path(args.saveto) / 'lstm_model.npz'}")
         check_writable(model_path(args.saveto), "--saveto")
         check_writable(options_path(args.saveto), "--saveto")
     if args.importance_sampling:  # mined and saved there if absent

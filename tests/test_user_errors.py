@@ -200,6 +200,15 @@ def _blocked_argv(tmp_path: Path) -> dict:
     }
 
 
+@pytest.mark.parametrize("saveto", ["existing", "new/"])
+def test_lstm_saveto_naming_a_folder_is_refused_not_saved_as_hidden_files(saveto, tmp_path, capsys, float64):
+    (tmp_path / "existing").mkdir()
+    status, out, err = run_main("lstm/train.py", ["--saveto", f"{tmp_path}/{saveto}", "--data-dir", tmp_path], capsys)
+    assert status == 1
+    assert_one_error_line(err, "it is a folder — give the name of a file, such as ")
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("case", list(_blocked_argv(Path("/x"))))
 def test_an_unwritable_output_fails_before_any_work(case, tmp_path, capsys, float64):
     (tmp_path / "file").write_text("in the way")

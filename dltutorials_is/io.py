@@ -8,10 +8,13 @@ logs: one record per line, appended and fsynced, so a kill leaves only whole lin
 is dropped when read back). Fingerprints: a SHA-256 over data and settings, so a saved result can tell
 whether it belongs to the data it is asked to serve. Pickles from disk: `load_pickles` reads plain data
 (and the few classes a caller allows) from a file nobody vouches for, without letting a garbled file
-build arbitrary objects or make the unpickler allocate gigabytes.
+build arbitrary objects or make the unpickler allocate gigabytes. Locks: `exclusive_lock` keeps two
+processes from writing one run's files at once.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -212,6 +215,26 @@ def atomic_pickle(obj, path: Path | str, protocol: int = 4) -> None:
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     write_atomically(path, lambda f: f.write(text), mode="w")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path | str):
+    """Hold an exclusive lock on the file `path` (created if missing) while the block runs; yields
+    False at once, without waiting, if another process holds it (the file then says which: host and
+    pid). The kernel's `flock` is released when its holder dies, even by SIGKILL, so a killed job never
+    leaves a stale lock for the next one to clear by hand."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
 
 
 def append_json_line(path: Path | str, record: dict) -> None:

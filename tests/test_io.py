@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from dltutorials_is.io import (
     atomic_pickle,
     atomic_write_text,
     check_pickles,
+    exclusive_lock,
     load_pickles,
     remove_stale_temporaries_in,
 )
@@ -127,3 +129,22 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path)
     subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
     assert [p.name for p in remove_stale_temporaries_in(tmp_path)][0].startswith(".big.pkl.")
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_lock_refuses_a_second_holder_and_dies_with_its_holder(tmp_path):
+    lock = tmp_path / ".lock"
+    script = ("import os, sys; from dltutorials_is.io import exclusive_lock\n"
+              f"with exclusive_lock({str(lock)!r}) as held:\n"
+              "    print(held, flush=True); sys.stdin.readline(); os._exit(9)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with exclusive_lock(lock) as held:
+            assert held is False
+        assert lock.read_text() == f"{socket.gethostname()} pid {holder.pid}\n"
+    finally:
+        holder.communicate("go\n")  # it dies by os._exit, without releasing anything itself
+    assert holder.returncode == 9
+    with exclusive_lock(lock) as held:
+        assert held is True and lock.read_text() == f"{socket.gethostname()} pid {os.getpid()}\n"

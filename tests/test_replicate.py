@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from dltutorials_is.cluster import parallel_backend
+from dltutorials_is.io import exclusive_lock
 from dltutorials_is.io import read_json_lines as read_log
 from dltutorials_is.models.base import StepResult
 from dltutorials_is.replicate.__main__ import _parse_cells, build_parser
-from dltutorials_is.replicate.grid import Backend, Experiment, FimOutcome, run_grid
+from dltutorials_is.replicate.grid import RUN_LOCK, Backend, Experiment, FimOutcome, run_grid
 from dltutorials_is.replicate.plots import plot_grid, plotted_runs
 from dltutorials_is.replicate.report import regression_fraction, sign_flip_p, write_report
 from dltutorials_is.replicate.runs import RunLog, load_grid
@@ -330,6 +331,18 @@ def test_cells_from_the_command_line():
     assert _parse_cells(args, FIGURES["fig6"]) == [(100, 0.001), (100, 0.003)]
     with pytest.raises(SystemExit):
         _parse_cells(parser.parse_args(["fig4", "--cells", "16-0.5"]), FIGURES["fig4"])
+
+
+def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
+    spec = RunSpec("fig4", "uniform", 0, 16, 0.5, 2, N_TRAIN)
+    directory = run_dir(tmp_path / "out", spec)
+    directory.mkdir(parents=True)
+    with exclusive_lock(directory / RUN_LOCK) as held:  # as the same grid started a second time would find it
+        assert held
+        status = run_grid(FakeBackend(tmp_path), [spec], tmp_path / "out", progress=False)
+        assert status[spec.run_id].startswith("failed") and f"pid {os.getpid()} is training it" in status[spec.run_id]
+        assert not (directory / "log.jsonl").exists() and not (directory / "spec.json").exists()
+    assert run_grid(FakeBackend(tmp_path), [spec], tmp_path / "out", progress=False)[spec.run_id] == "done"
 
 
 def test_a_run_directory_is_never_reused_for_another_spec(tmp_path):

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from dltutorials_is.cluster import pool
 from dltutorials_is.errors import SettingError
 from dltutorials_is.io import (
-    append_json_line, atomic_pickle, atomic_write_text, non_finite, read_json_lines, rewrite_json_lines,
+    append_json_line, atomic_pickle, atomic_write_text, exclusive_lock, non_finite, read_json_lines, rewrite_json_lines,
 )
 from dltutorials_is.loop import Hook, Progress, fit
 from dltutorials_is.models.base import Model
@@ -57,6 +57,8 @@ from dltutorials_is.replicate.specs import (
 )
 
 CHECKPOINT_FORMAT = 2  # 1: the backends' own loops (before one loop served every run)
+#: held (flock) by the process training the run; never committed, harmless when left behind
+RUN_LOCK = ".lock"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +355,20 @@ def _resume_point(directory: Path) -> dict | None:
 
 
 def execute_run(backend: Backend, spec: RunSpec, out: Path) -> str:
-    """Run (or resume, or skip) one grid run; returns "skipped", "done" or "failed: …"."""
+    """Run (or resume, or skip) one grid run; returns "skipped", "done" or "failed: …". A run another
+    process is training (the same grid started twice, on one machine or on a cluster) is left to it:
+    two writers would interleave its log and overwrite each other's checkpoints."""
     directory = run_dir(out, spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(directory / RUN_LOCK) as held:
+        if not held:
+            holder = (directory / RUN_LOCK).read_text().strip() or "another process"
+            return (f"failed: {spec.run_id}: {holder} is training it; let it finish (a grid restarted later "
+                    "skips it), or stop that process first")
+        return _execute_held_run(backend, spec, out, directory)
+
+
+def _execute_held_run(backend: Backend, spec: RunSpec, out: Path, directory: Path) -> str:
     spec_path = directory / "spec.json"
     previous = RunSpec(**json.loads(spec_path.read_text())) if spec_path.exists() else spec
     if previous != spec:
@@ -365,7 +379,6 @@ def execute_run(backend: Backend, spec: RunSpec, out: Path) -> str:
             (directory / "done").unlink()
     if (directory / "done").exists():
         return "skipped"
-    directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec_path, json.dumps(asdict(spec), indent=1))
     try:
         fim = ensure_fim(backend, spec, out) if spec.uses_fim else None

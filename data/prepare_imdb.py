@@ -11,8 +11,8 @@ from pathlib import Path
 from dltutorials_is.datasets.download import default_data_dir
 from dltutorials_is.datasets.imdb import prepare_imdb, read_imdb_pickle, load_dictionary
 from dltutorials_is.errors import entry_point
-from dltutorials_is.io import check_writable_dir
 from dltutorials_is.flags import n_jobs
+from dltutorials_is.io import check_writable_dir
 
 
 @entry_point

@@ -1,8 +1,8 @@
 """Files that survive a kill, and fingerprints of what a result was computed from.
 
-Output checks: `check_writable` and `check_writable_dir` try, before a command spends any work, that
-its outputs can be written where they will be, so a bad path fails in the first second, not after
-a night of training. Atomic writes: a killed run leaves either the old file or the complete new one,
+Output checks: `check_writable`, `check_all_writable` and `check_writable_dir` try, before a command
+spends any work, that its outputs can be written where they will be, so a bad path fails in the first
+second, not after a night of training. Atomic writes: a killed run leaves either the old file or the complete new one,
 never half (and the temporary file it was writing is deleted by the next write of that file). Finite checks: `require_finite` refuses to save parameters holding NaN or inf. JSON-lines
 logs: one record per line, appended and fsynced, so a kill leaves only whole lines (and a cut last line
 is dropped when read back). Fingerprints: a SHA-256 over data and settings, so a saved result can tell

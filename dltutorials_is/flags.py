@@ -163,7 +163,7 @@ class TwoSpellingsParser(argparse.ArgumentParser):
         return list(by_action.values())
 
 
-def _both_spellings(group, flag: str, original: str, **kwargs) -> None:
+def add_both_spellings(group, flag: str, original: str, **kwargs) -> None:
     """`--flag`, also spelt `--<the original's parameter name>`, stored under the original's name."""
     names = [flag] if flag == f"--{original}" else [flag, f"--{original}"]
     kwargs["help"] += " (default: %(default)s)"
@@ -179,17 +179,17 @@ LSTM_RUN_OPTIONS = ("protocol", "n_words", "maxlen", "test_size", "dim_proj", "u
 def add_lstm_model_arguments(model, run) -> None:
     """The LSTM's model flags into group `model` and its data/seed/precision flags into group `run`
     (tutorial defaults, the original's `__main__` for `test_size`)."""
-    _both_spellings(model, "--dim-proj", "dim_proj", type=positive_int, default=128,
+    add_both_spellings(model, "--dim-proj", "dim_proj", type=positive_int, default=128,
                     help="word embedding dimension and number of LSTM hidden units")
-    _both_spellings(model, "--n-words", "n_words", type=vocabulary_size, default=10000, help="vocabulary size")
-    _both_spellings(model, "--maxlen", "maxlen", type=non_negative_int, default=100,
+    add_both_spellings(model, "--n-words", "n_words", type=vocabulary_size, default=10000, help="vocabulary size")
+    add_both_spellings(model, "--maxlen", "maxlen", type=non_negative_int, default=100,
                     help="training reviews this long or longer are left out (0: keep all)")
-    _both_spellings(model, "--test-size", "test_size", type=reviews_or_all, default=500,
+    add_both_spellings(model, "--test-size", "test_size", type=reviews_or_all, default=500,
                     help="if > 0, evaluate on a random subset of this many test reviews (drawn before W(0), so "
                          "it changes W(0)); 0 or -1: all")
-    _both_spellings(model, "--decay-c", "decay_c", type=non_negative_float, default=0.0,
+    add_both_spellings(model, "--decay-c", "decay_c", type=non_negative_float, default=0.0,
                     help="weight decay for the classifier, applied to the U weights")
-    _both_spellings(model, "--use-dropout", "use_dropout", action=argparse.BooleanOptionalAction, default=True,
+    add_both_spellings(model, "--use-dropout", "use_dropout", action=argparse.BooleanOptionalAction, default=True,
                     help="dropout on the pooled LSTM output (without: slightly faster, worse test error)")
     run.add_argument("--protocol", choices=PROTOCOLS, default="tutorial",
                      help="tutorial: the original's splits (default); paper: train and test swapped (Wang et al., "

@@ -11,6 +11,7 @@ import dltutorials_is  # noqa: F401  (first: it points Aesara at a real BLAS bef
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import aesara
@@ -20,6 +21,7 @@ from dltutorials_is.fim.driver import SCORE_KINDS, other_score_kinds
 from dltutorials_is.fim.lstm import default_importance_path, load_or_mine_lstm_importance
 from dltutorials_is.flags import (
     TwoSpellingsParser,
+    add_both_spellings,
     add_lstm_model_arguments,
     lstm_run_options,
     non_negative_float,
@@ -38,16 +40,10 @@ SAMPLERS = ("uniform", "replacement")  # --is gives the third, "importance"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = TwoSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    def hyper(flag: str, original: str, **kwargs):
-        """A train_lstm hyperparameter: `--flag`, also spelt `--<original name>`."""
-        names = [flag] if flag == f"--{original}" else [flag, f"--{original}"]
-        kwargs["help"] += " (default: %(default)s)"
-        model.add_argument(*names, dest=original, **kwargs)
-
     model = parser.add_argument_group("hyperparameters of the original train_lstm")
     run = parser.add_argument_group("data, randomness and precision")
     add_lstm_model_arguments(model, run)
+    hyper = partial(add_both_spellings, model)  # a train_lstm hyperparameter, spelt both ways
     hyper("--patience", "patience", type=positive_int, default=10,
           help="validations without improvement before early stopping (the original calls them epochs)")
     hyper("--max-epochs", "max_epochs", type=positive_int, default=100, help="the maximum number of epochs to run")

@@ -180,17 +180,17 @@ def add_lstm_model_arguments(model, run) -> None:
     """The LSTM's model flags into group `model` and its data/seed/precision flags into group `run`
     (tutorial defaults, the original's `__main__` for `test_size`)."""
     add_both_spellings(model, "--dim-proj", "dim_proj", type=positive_int, default=128,
-                    help="word embedding dimension and number of LSTM hidden units")
+                       help="word embedding dimension and number of LSTM hidden units")
     add_both_spellings(model, "--n-words", "n_words", type=vocabulary_size, default=10000, help="vocabulary size")
     add_both_spellings(model, "--maxlen", "maxlen", type=non_negative_int, default=100,
-                    help="training reviews this long or longer are left out (0: keep all)")
+                       help="training reviews this long or longer are left out (0: keep all)")
     add_both_spellings(model, "--test-size", "test_size", type=reviews_or_all, default=500,
-                    help="if > 0, evaluate on a random subset of this many test reviews (drawn before W(0), so "
-                         "it changes W(0)); 0 or -1: all")
+                       help="if > 0, evaluate on a random subset of this many test reviews (drawn before W(0), so "
+                            "it changes W(0)); 0 or -1: all")
     add_both_spellings(model, "--decay-c", "decay_c", type=non_negative_float, default=0.0,
-                    help="weight decay for the classifier, applied to the U weights")
+                       help="weight decay for the classifier, applied to the U weights")
     add_both_spellings(model, "--use-dropout", "use_dropout", action=argparse.BooleanOptionalAction, default=True,
-                    help="dropout on the pooled LSTM output (without: slightly faster, worse test error)")
+                       help="dropout on the pooled LSTM output (without: slightly faster, worse test error)")
     run.add_argument("--protocol", choices=PROTOCOLS, default="tutorial",
                      help="tutorial: the original's splits (default); paper: train and test swapped (Wang et al., "
                           "footnote 4)")

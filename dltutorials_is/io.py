@@ -2,10 +2,11 @@
 
 Output checks: `check_writable`, `check_all_writable` and `check_writable_dir` try, before a command
 spends any work, that its outputs can be written where they will be, so a bad path fails in the first
-second, not after a night of training. Atomic writes: a killed run leaves either the old file or the complete new one,
-never half (and the temporary file it was writing is deleted by the next write of that file). Finite checks: `require_finite` refuses to save parameters holding NaN or inf. JSON-lines
-logs: one record per line, appended and fsynced, so a kill leaves only whole lines (and a cut last line
-is dropped when read back). Fingerprints: a SHA-256 over data and settings, so a saved result can tell
+second, not after a night of training. Atomic writes: a killed run leaves either the old file or the
+complete new one, never half (and the temporary file it was writing is deleted by the next write of that
+file). Finite checks: `require_finite` refuses to save parameters holding NaN or inf. JSON-lines logs:
+one record per line, appended and fsynced, so a kill leaves only whole lines (and a cut last line is
+dropped when read back). Fingerprints: a SHA-256 over data and settings, so a saved result can tell
 whether it belongs to the data it is asked to serve. Pickles from disk: `load_pickles` reads plain data
 (and the few classes a caller allows) from a file nobody vouches for, without letting a garbled file
 build arbitrary objects or make the unpickler allocate gigabytes. Locks: `exclusive_lock` keeps two
